@@ -1,0 +1,140 @@
+"""Meaning-level checks that an OpenAPI schema or a CEL rule cannot express well.
+
+One function per kind, shared by the operator (before it creates any child), the trainer
+(when it loads its config) and `tuneloop validate` (offline, in GitOps pipelines), so all
+three reject exactly the same manifests with exactly the same words.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.api.typed import Problem
+
+# The bucket rules S3 enforces (3-63 chars, lowercase, digits, dots, hyphens).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+
+# No model needs more; a typo like 10000000 would otherwise only fail hours later as an OOM.
+MAX_SEQ_LENGTH = 131072
+
+# Set by the operator or the launcher; a user value would silently break training.
+RESERVED_ENV = frozenset(
+    {
+        "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+        "NNODES", "NODE_RANK", "NPROC_PER_NODE",
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+    }
+)
+RESERVED_ENV_PREFIX = "TUNELOOP_"
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
+
+METRICS_BY_TASK = {
+    "causal-lm-sft": {"eval_loss", "perplexity"},
+    "sequence-classification": {"eval_loss", "accuracy", "macro_f1"},
+    "regression": {"eval_loss", "mse", "mae"},
+}
+
+
+def check_uri(uri: str, path: str, *, allow_local: bool = True) -> list[Problem]:
+    """`s3://bucket/key` or a local path; anything else names the fix."""
+    if not uri or not uri.strip():
+        return [Problem(path, "must not be empty; use s3://bucket/prefix or a local path")]
+    scheme = _SCHEME.match(uri)
+    if scheme and len(scheme.group(1)) > 1:  # one letter would be a Windows drive
+        if scheme.group(1) != "s3":
+            return [Problem(path, f"scheme {scheme.group(1)!r} is not supported; use s3://bucket/prefix")]
+        if not uri.startswith("s3://"):
+            return [Problem(path, f"{uri!r} is malformed; write s3://bucket/prefix")]
+        bucket = uri[len("s3://"):].split("/", 1)[0]
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            return [
+                Problem(
+                    path,
+                    f"{bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.' or '-'); "
+                    "write s3://bucket/prefix",
+                )
+            ]
+        return []
+    if not allow_local:
+        return [Problem(path, f"{uri!r} must be an s3://bucket/prefix URI")]
+    return []
+
+
+def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> list[Problem]:
+    """Every meaning-level problem of a parsed FineTuneJob spec, each naming its field."""
+    problems: list[Problem] = []
+    problems += check_uri(spec.model.source, "spec.model.source")
+    for name in ("train", "validation", "test"):
+        uri = getattr(spec.dataset, name)
+        if uri is not None:
+            problems += check_uri(uri, f"spec.dataset.{name}")
+    problems += check_uri(spec.output.uri, "spec.output.uri")
+    if spec.storage.endpoint is not None and not re.match(r"^https?://[^/\s]+", spec.storage.endpoint):
+        problems.append(Problem("spec.storage.endpoint", "must be an http(s):// URL, e.g. http://minio.storage:9000"))
+
+    if spec.model.trust_remote_code:
+        problems.append(Problem("spec.model.trustRemoteCode", "must be false: Tuneloop never runs code shipped with a model"))
+
+    t = spec.training
+    if t.epochs is not None and t.max_steps is not None:
+        problems.append(Problem("spec.training.maxSteps", "set either epochs or maxSteps, not both"))
+    if t.max_seq_length > MAX_SEQ_LENGTH:
+        problems.append(Problem("spec.training.maxSeqLength", f"{t.max_seq_length} is beyond the sane bound {MAX_SEQ_LENGTH}"))
+    if t.lora is not None and t.method != "lora":
+        problems.append(Problem("spec.training.lora", "is set but method is 'full'; set method: lora or remove lora"))
+    if t.lora is not None and t.lora.r > 0 and t.lora.alpha <= 0:
+        problems.append(Problem("spec.training.lora.alpha", "must be positive"))
+    if spec.task != "causal-lm-sft" and t.packing:
+        problems.append(Problem("spec.training.packing", f"packing applies to causal-lm-sft only, not {spec.task}; remove it"))
+    if t.early_stopping is not None:
+        allowed = METRICS_BY_TASK[spec.task]
+        if t.early_stopping.metric not in allowed:
+            problems.append(
+                Problem(
+                    "spec.training.earlyStopping.metric",
+                    f"{t.early_stopping.metric!r} is not computed for {spec.task}; use one of: {', '.join(sorted(allowed))}",
+                )
+            )
+        if t.eval_every_steps is None:
+            problems.append(Problem("spec.training.evalEverySteps", "is required with earlyStopping (it is evaluated at each evaluation)"))
+
+    fields = spec.dataset.fields
+    if spec.task != "causal-lm-sft" and fields.messages is not None:
+        problems.append(Problem("spec.dataset.fields.messages", f"chat messages apply to causal-lm-sft only, not {spec.task}"))
+    split = spec.dataset.split
+    if split.validation + split.test >= 1.0:
+        problems.append(Problem("spec.dataset.split", "validation + test fractions must leave rows to train on (sum < 1)"))
+
+    secret = spec.storage.credentials_secret
+    if secret is not None and secret.namespace not in (None, namespace) and namespace is not None:
+        problems.append(
+            Problem(
+                "spec.storage.credentialsSecret.namespace",
+                f"the Secret must live in the FineTuneJob's namespace {namespace!r}; copy it there",
+            )
+        )
+    if secret is not None and spec.storage.service_account_name is not None:
+        problems.append(Problem("spec.storage", "set credentialsSecret or serviceAccountName (IRSA), not both"))
+
+    seen: set[str] = set()
+    for i, env in enumerate(spec.env):
+        path = f"spec.env[{i}]"
+        if env.name in RESERVED_ENV or env.name.startswith(RESERVED_ENV_PREFIX):
+            problems.append(Problem(f"{path}.name", f"{env.name} is set by Tuneloop; use spec.storage / spec.resources instead"))
+        if env.name in seen:
+            problems.append(Problem(f"{path}.name", f"{env.name} is listed twice"))
+        seen.add(env.name)
+        if env.value is not None and env.value_from is not None:
+            problems.append(Problem(path, "set value or valueFrom, not both"))
+        if env.value and _SECRET_NAME.search(env.name):
+            problems.append(
+                Problem(f"{path}.value", f"{env.name} looks like a secret; never put it by value, use valueFrom.secretKeyRef")
+            )
+        ref = (env.value_from or {}).get("secretKeyRef") or {}
+        if "namespace" in ref:
+            problems.append(Problem(f"{path}.valueFrom.secretKeyRef.namespace", "Secrets can only come from the FineTuneJob's own namespace"))
+    return problems
+
