@@ -32,14 +32,14 @@ def req(help: str = "", **meta: Any) -> Any:
     return field(metadata={"help": help, **meta})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     source: str = req("Base model: an s3://bucket/prefix or a local path holding config.json and *.safetensors.")
     revision: str | None = opt(None, "Label of the base model version, recorded with every checkpoint.")
     trust_remote_code: bool = opt(False, "Always false: Tuneloop never runs code shipped with a model.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FieldMap:
     prompt: str = opt("prompt", "SFT: column holding the prompt.")
     response: str = opt("response", "SFT: column holding the response (the only tokens with loss).")
@@ -48,14 +48,14 @@ class FieldMap:
     label: str = opt("label", "Classification/regression: column holding the label or float target.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SplitSpec:
     validation: float = opt(0.1, "Fraction of train rows held out for validation when `validation` is not given.")
     test: float = opt(0.1, "Fraction of train rows held out for test when `test` is not given.")
     seed: int = opt(42, "Seed of the deterministic split.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CleaningSpec:
     dedupe: bool = opt(True, "Drop exact duplicate rows.")
     drop_empty: bool = opt(True, "Drop rows with a missing or empty required column.")
@@ -63,7 +63,7 @@ class CleaningSpec:
     max_length: int | None = opt(None, "Drop rows whose text is longer than this many characters.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
     train: str = req("Training data: an s3:// or local file, prefix or glob.")
     validation: str | None = opt(None, "Validation data; split off `train` when absent.")
@@ -74,7 +74,7 @@ class DatasetSpec:
     cleaning: CleaningSpec = opt(CleaningSpec, "Row cleaning before tokenisation.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoraSpec:
     r: int = opt(16, "LoRA rank.")
     alpha: int = opt(32, "LoRA scaling numerator (scale = alpha / r).")
@@ -83,13 +83,13 @@ class LoraSpec:
     merge: bool = opt(False, "Also export the base model with the adapter merged in.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EarlyStoppingSpec:
     metric: str = req("Validation metric to watch (eval_loss, accuracy, macro_f1, mse, mae, perplexity).")
     patience: int = opt(3, "Evaluations without improvement before stopping.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingSpec:
     method: Literal["full", "lora"] = opt("full", "Full fine-tune or LoRA adapters.")
     lora: LoraSpec | None = opt(None, "LoRA settings; only with method: lora.")
@@ -111,7 +111,7 @@ class TrainingSpec:
     eval_every_steps: int | None = opt(None, "Evaluate every N optimizer steps (and always at the end).")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResourcesSpec:
     nodes: int = opt(1, "Pods (nodes) training together; >1 runs an Indexed Job with torch.distributed.")
     gpus_per_node: int = opt(1, "GPUs per pod (also processes per pod); 0 trains on CPU.")
@@ -124,7 +124,7 @@ class ResourcesSpec:
     priority_class_name: str | None = opt(None, "PriorityClass of the pods.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OutputSpec:
     uri: str = req("Where checkpoints (<uri>/checkpoints/) and the final model (<uri>/final/) go.")
     save_every_steps: int | None = opt(None, "Checkpoint every N optimizer steps.")
@@ -132,7 +132,7 @@ class OutputSpec:
     keep_last: int = opt(3, "Complete checkpoints kept (the best one is always kept).")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SecretRef:
     name: str = req("Secret in the FineTuneJob's namespace.")
     namespace: str | None = opt(None, "Must be absent or the FineTuneJob's own namespace.")
@@ -141,7 +141,7 @@ class SecretRef:
     session_token_key: str | None = opt(None, "Key of a session token in the Secret, if any.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StorageSpec:
     endpoint: str | None = opt(None, "S3-compatible endpoint URL (MinIO, Ceph); AWS when absent.")
     region: str | None = opt(None, "S3 region.")
@@ -149,7 +149,7 @@ class StorageSpec:
     service_account_name: str | None = opt(None, "ServiceAccount of the pods, for IRSA / workload identity.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunPolicySpec:
     backoff_limit: int = opt(3, "Retries after a retryable failure; each resumes from the newest checkpoint.")
     active_deadline_seconds: int | None = opt(None, "Fail the job (DeadlineExceeded) after this long.")
@@ -158,14 +158,14 @@ class RunPolicySpec:
     queue_name: str | None = opt(None, "Kueue LocalQueue: the Job is created suspended and Kueue admits it.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EnvVar:
     name: str = req("Environment variable name (Tuneloop's own names are reserved).")
     value: str | None = opt(None, "Literal value (never a secret: use valueFrom).")
     value_from: dict[str, Any] | None = opt(None, "A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, ...).")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FineTuneJobSpec:
     task: Task = req("What the model learns: causal-lm-sft, sequence-classification or regression.")
     model: ModelSpec = req("The pretrained model to start from.")
