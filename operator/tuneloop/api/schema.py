@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -20,6 +21,7 @@ import jsonschema
 from tuneloop.api.typed import Problem
 
 _MISSING = object()
+_LOOKS_SECRET = re.compile(r"(secret|password|token|accesskey|access_key|credential)", re.I)
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -82,7 +84,10 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     if kw == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(val) - set(allowed))
-        return f".{unknown[0]}", f"unknown field; known fields here: {', '.join(allowed)}"
+        message = f"unknown field; known fields here: {', '.join(allowed)}"
+        if _LOOKS_SECRET.search(unknown[0]):
+            message += "; secrets are never given by value: reference a Secret (storage.credentialsSecret, env valueFrom.secretKeyRef)"
+        return f".{unknown[0]}", message
     if kw == "required":
         missing = [r for r in v if r not in val]
         return f".{missing[0]}", "is required"

@@ -1,0 +1,54 @@
+"""Valid base manifests and a helper to make one invalid in exactly one place."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+DELETE = object()
+
+
+def finetunejob(**spec_overrides: Any) -> dict[str, Any]:
+    doc = {
+        "apiVersion": "tuneloop.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "demo", "namespace": "ml"},
+        "spec": {
+            "task": "sequence-classification",
+            "model": {"source": "s3://models/base/minilm/"},
+            "dataset": {"train": "s3://data/tickets/train.csv"},
+            "output": {"uri": "s3://models/out/demo/"},
+            "training": {"epochs": 1},
+        },
+    }
+    doc["spec"].update(spec_overrides)
+    return doc
+
+
+def maintenancepolicy() -> dict[str, Any]:
+    return {
+        "apiVersion": "tuneloop.dev/v1alpha1",
+        "kind": "MaintenancePolicy",
+        "metadata": {"name": "router", "namespace": "ml"},
+        "spec": {
+            "model": "router",
+            "jobTemplate": {"spec": copy.deepcopy(finetunejob()["spec"])},
+            "evaluation": {"dataset": {"uri": "s3://data/fresh/"}, "metric": "accuracy", "schedule": "0 3 * * *"},
+            "triggers": {"metric": {"operator": "<", "threshold": 0.8}},
+            "promotion": {"metric": "accuracy", "direction": "maximize"},
+        },
+    }
+
+
+def with_change(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `doc` with the dotted `path` set to `value` (or removed with DELETE)."""
+    out = copy.deepcopy(doc)
+    *parents, last = path.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is DELETE:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return out
