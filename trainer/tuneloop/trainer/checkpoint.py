@@ -1,0 +1,236 @@
+"""Checkpoints: what goes in one, how it is published atomically, found again, and pruned.
+
+Layout under `<output.uri>/checkpoints/step-NNNNNNNN/` (8 digits, so names sort by step):
+
+    model.safetensors    trainable parameters (all of them, or the LoRA adapter and head)
+    optimizer.pt         AdamW state      (torch.save; read back with weights_only=True)
+    scheduler.pt         LR scheduler state
+    rng.pt               python + torch (+ CUDA) RNG states of every rank
+    trainer_state.json   step, data position (epoch, batch), best metric, early-stopping count
+    spec.json            the FineTuneJob spec the run used
+    manifest.json        written LAST: file names and sizes, step, eval metrics
+
+A checkpoint without manifest.json is incomplete and never resumed from; a manifest whose
+files are missing or of another size is ignored too. Files are written to a local staging
+folder first (fast), then uploaded by a background thread so training goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneloop.trainer.storage import Storage
+
+CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
+_STEP_DIR = re.compile(r"^checkpoints/step-(\d{8})/(.+)$")
+
+LOWER_IS_BETTER = {"eval_loss", "perplexity", "mse", "mae"}
+
+
+def step_prefix(step: int) -> str:
+    return f"{CHECKPOINTS}/step-{step:08d}"
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+@dataclass
+class TrainerState:
+    """Everything besides tensors that resuming needs."""
+
+    step: int = 0
+    epoch: int = 0  # epoch being read
+    batch_in_epoch: int = 0  # optimizer steps (groups of micro-batches) done in that epoch
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    train_seconds: float = 0.0
+    last_train_loss: float | None = None
+    test_before: dict[str, float] | None = None  # test metrics of the base model, for results.json
+    world_size: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainerState":
+        return cls(**json.loads(text))
+
+
+def write_local(directory: Path, model: Any, optimizer: Any, scheduler: Any, rng_states: list[dict[str, Any]],
+                state: TrainerState, spec_dict: dict[str, Any]) -> None:
+    """Write every checkpoint file except the manifest into `directory`."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt", "step": str(state.step)})
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+    torch.save(rng_states, directory / "rng.pt")
+    (directory / "trainer_state.json").write_text(state.to_json())
+    (directory / "spec.json").write_text(json.dumps(spec_dict, indent=1))
+
+
+def read_local(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[TrainerState, list[dict[str, Any]]]:
+    """Load a checkpoint folder into model/optimizer/scheduler; returns the state and RNG states."""
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(directory / "model.safetensors"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != trainable:
+        missing = sorted(trainable - set(tensors))[:3]
+        raise RuntimeError(f"checkpoint {directory.name} does not match the model (missing e.g. {missing}); was the config changed?")
+    model.load_state_dict(tensors, strict=False)
+    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    rng = torch.load(directory / "rng.pt", weights_only=True)
+    return TrainerState.from_json((directory / "trainer_state.json").read_text()), rng
+
+
+def capture_rng() -> dict[str, Any]:
+    import random
+
+    import torch
+
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def restore_rng(states: dict[str, Any]) -> None:
+    import random
+
+    import torch
+
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+class CheckpointPublisher:
+    """Uploads checkpoint folders (manifest last), prunes old ones, and finds the newest.
+
+    One upload at a time in a background thread; `publish` waits for the previous one
+    first, so at most one checkpoint is in flight and order is preserved.
+    """
+
+    def __init__(self, storage: Storage, keep_last: int, metric: str,
+                 on_published: Callable[[int, str, float, int, bool], None] | None = None):
+        self.storage = storage
+        self.keep_last = max(1, keep_last)
+        self.metric = metric
+        self.on_published = on_published
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------------ discovery
+
+    def complete_checkpoints(self) -> dict[int, dict[str, Any]]:
+        """step -> manifest of every complete checkpoint under the output URI."""
+        keys = self.storage.list(CHECKPOINTS)
+        found: dict[int, set[str]] = {}
+        for key in keys:
+            m = _STEP_DIR.match(key)
+            if m:
+                found.setdefault(int(m.group(1)), set()).add(m.group(2))
+        complete = {}
+        for step, names in found.items():
+            if MANIFEST not in names:
+                continue
+            try:
+                manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
+            except (ValueError, OSError):
+                continue
+            if set(manifest.get("files", {})) <= names:
+                complete[step] = manifest
+        return complete
+
+    def all_steps(self) -> set[int]:
+        return {int(m.group(1)) for k in self.storage.list(CHECKPOINTS) if (m := _STEP_DIR.match(k))}
+
+    def download(self, step: int, local: Path) -> None:
+        manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
+        for name, size in manifest["files"].items():
+            self.storage.download_file(f"{step_prefix(step)}/{name}", local / name)
+            if (local / name).stat().st_size != size:
+                raise RuntimeError(f"checkpoint step {step}: {name} has {((local / name).stat().st_size)} bytes, manifest says {size}")
+
+    def best_step(self, checkpoints: dict[int, dict[str, Any]]) -> int | None:
+        best, best_value = None, None
+        for step, manifest in sorted(checkpoints.items()):
+            value = manifest.get("metrics", {}).get(self.metric)
+            if value is not None and is_better(self.metric, value, best_value):
+                best, best_value = step, value
+        return best
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, local: Path, step: int, metrics: dict[str, float], *, background: bool = True) -> None:
+        self.wait()
+        if background:
+            self._thread = threading.Thread(target=self._run, args=(local, step, metrics), name=f"upload-step-{step}", daemon=True)
+            self._thread.start()
+        else:
+            self._upload(local, step, metrics)
+
+    def wait(self) -> None:
+        """Block until the in-flight upload is done; re-raise its error here, in the training thread."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"checkpoint upload failed: {error}") from error
+
+    def _run(self, local: Path, step: int, metrics: dict[str, float]) -> None:
+        try:
+            self._upload(local, step, metrics)
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = e
+
+    def _upload(self, local: Path, step: int, metrics: dict[str, float]) -> None:
+        started = time.monotonic()
+        prefix = step_prefix(step)
+        files = {p.name: p.stat().st_size for p in sorted(local.iterdir()) if p.is_file()}
+        for name in files:
+            self.storage.upload_file(local / name, f"{prefix}/{name}")
+        manifest = {"step": step, "files": files, "metrics": metrics, "created": time.time(), "format": 1}
+        self.storage.write_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
+        shutil.rmtree(local, ignore_errors=True)
+        best = self.prune(step)
+        if self.on_published:
+            self.on_published(step, self.storage.child(prefix), time.monotonic() - started, sum(files.values()), best == step)
+
+    def prune(self, current: int) -> int | None:
+        """Keep the newest `keep_last` complete checkpoints and the best one; drop the rest.
+
+        Incomplete folders older than `current` are leftovers of a crash and go too. The
+        manifest is deleted first so a half-deleted checkpoint never looks complete.
+        """
+        complete = self.complete_checkpoints()
+        best = self.best_step(complete)
+        keep = set(sorted(complete)[-self.keep_last:]) | ({best} if best is not None else set())
+        for step in sorted(self.all_steps()):
+            if step in keep or (step not in complete and step >= current):
+                continue
+            keys = self.storage.list(step_prefix(step))
+            self.storage.delete([k for k in keys if k.endswith(MANIFEST)])
+            self.storage.delete([k for k in keys if not k.endswith(MANIFEST)])
+        return best

@@ -1,0 +1,201 @@
+"""`tuneloop-train`: the training pod's entry point, and its contract with the operator.
+
+Command
+    tuneloop-train --config /etc/tuneloop/config.yaml             train (resuming if possible)
+    tuneloop-train --config FILE --evaluate-only [--model URI] [--data URI] [--split test]
+                   [--results URI]                                score a model, write results
+
+    The config file (YAML or JSON) is the FineTuneJob `spec` (camelCase, as in the CRD); a whole
+    FineTuneJob manifest is accepted too. `tuneloop-train --help` lists every field.
+
+Environment (see config.RuntimeSettings)
+    TUNELOOP_JOB_NAME, TUNELOOP_NAMESPACE   labels `job` and `namespace` of every metric
+    TUNELOOP_METRICS_PORT                    Prometheus endpoint on rank 0 (default 9400; 0 = off)
+    TUNELOOP_CACHE_DIR                       base-model download cache (default ~/.cache/tuneloop)
+    AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   S3 (boto3's standard variables)
+    NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT   set by the operator's pod spec
+    WORLD_SIZE, RANK, LOCAL_RANK             set by the launcher in each worker
+
+Processes
+    If NNODES * NPROC_PER_NODE > 1 and WORLD_SIZE is unset, tuneloop-train re-launches itself
+    through torch.distributed.run (torchrun --nnodes --node_rank --nproc_per_node --master_addr
+    --master_port, static rendezvous), and each worker builds an `accelerate.Accelerator()`
+    that reads the standard variables (NCCL on GPU, gloo on CPU). Only global rank 0 writes
+    to the output storage and serves metrics. On SIGTERM torchrun forwards the signal to the
+    workers and gives them 30 s (its fixed close timeout) before SIGKILL.
+
+Exit codes (the pod's podFailurePolicy acts on them)
+    0    success: the final model and results.json are written
+    2    bad config, data or model (permanent: fail the Job at once, do not retry)
+    75   SIGTERM received, checkpoint published (EX_TEMPFAIL: retry, it resumes)
+    other  unexpected failure (retryable: a retry resumes from the newest checkpoint)
+    Every failure ends with one line `tuneloop-train: error: ...` on stderr saying what is wrong
+    and how to fix it; the same line is written to /dev/termination-log when that file exists
+    (Kubernetes' default terminationMessagePath, shown in the pod's status).
+
+Storage layout under output.uri (s3://bucket/prefix or a local folder)
+    checkpoints/step-NNNNNNNN/   8-digit step; manifest.json written last = complete
+    final/                       Hugging Face format: config, tokenizer, safetensors,
+                                 tuneloop.json (task, label names, base model); LoRA: the
+                                 adapter, and merged/ when training.lora.merge is true
+    results.json                 validation/test metrics (test before and after), best checkpoint
+    data_report.json             rows in, dropped by reason, out; split sizes; packing
+    evaluation/results.json      --evaluate-only's default results location
+
+Metrics: see tuneloop.trainer.metrics (names prefixed tuneloop_trainer_, labels job, namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Sequence
+
+from tuneloop.trainer.config import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_PREEMPTED,
+    PermanentError,
+    RuntimeSettings,
+    load_config,
+    settings_help,
+)
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tuneloop.api.finetunejob import FineTuneJobSpec
+    from tuneloop.api.typed import help_text
+
+    width = 34
+    fields = "\n".join(f"  {k:<{width}} {v}" for k, v in help_text(FineTuneJobSpec).items())
+    envs = "\n".join(f"  {k:<{width}} {v}" for k, v in settings_help().items())
+    epilog = (
+        f"config file fields (the FineTuneJob spec, YAML or JSON):\n{fields}\n\n"
+        f"environment:\n{envs}\n\n"
+        f"exit codes: {EXIT_OK} success; {EXIT_PERMANENT} bad config, data or model (do not retry); "
+        f"{EXIT_PREEMPTED} SIGTERM, checkpoint saved (retry resumes); anything else: retryable failure."
+    )
+    parser = argparse.ArgumentParser(
+        prog="tuneloop-train",
+        description="Fine-tune a pretrained model as a FineTuneJob spec describes (resumes from its newest checkpoint).",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="FineTuneJob spec file (YAML or JSON).")
+    parser.add_argument("--evaluate-only", action="store_true", help="Score a model instead of training it.")
+    parser.add_argument("--model", help="--evaluate-only: model to score (default: <output.uri>/final, else model.source).")
+    parser.add_argument("--data", help="--evaluate-only: data to score, all rows (default: the --split of the spec's dataset).")
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="--evaluate-only: which split of the spec's dataset (default test).")
+    parser.add_argument("--results", help="--evaluate-only: where to write results JSON (default <output.uri>/evaluation/results.json).")
+    return parser
+
+
+def fail(message: str, code: int) -> int:
+    line = f"tuneloop-train: error: {message}"
+    print(line, file=sys.stderr, flush=True)
+    if os.path.exists(TERMINATION_LOG):
+        try:
+            with open(TERMINATION_LOG, "w") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+    return code
+
+
+def launch_workers(settings: RuntimeSettings, argv: Sequence[str]) -> int:
+    """Re-run this command under torchrun, one worker per process of the pod; keep their exit code."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args([
+        f"--nnodes={settings.nnodes}", f"--node_rank={settings.node_rank}",
+        f"--nproc_per_node={settings.nproc_per_node}", f"--master_addr={settings.master_addr}",
+        f"--master_port={settings.master_port}", "--module", "tuneloop.trainer.cli", *argv,
+    ])
+    try:
+        run(args)
+        return EXIT_OK
+    except ChildFailedError as e:
+        codes = {f.exitcode for f in e.failures.values()}
+        if EXIT_PERMANENT in codes:
+            return EXIT_PERMANENT  # the worker printed the one-line reason already
+        if codes == {EXIT_PREEMPTED}:
+            return EXIT_PREEMPTED
+        return fail(f"worker exited with {sorted(codes)} (retryable)", EXIT_FAILED)
+    except SignalException:
+        return EXIT_PREEMPTED  # workers got SIGTERM and checkpointed (within torchrun's 30 s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_config(args.config)
+        settings = RuntimeSettings.from_env().with_spec_storage(spec)
+    except PermanentError as e:
+        return fail(str(e), EXIT_PERMANENT)
+    if settings.needs_launcher:
+        return launch_workers(settings, argv)
+
+    from tuneloop.trainer.metrics import TrainerMetrics
+
+    metrics = TrainerMetrics(settings.job_name, settings.namespace)
+    if not settings.rank:
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as e:
+            print(f"tuneloop-train: metrics endpoint disabled: port {settings.metrics_port}: {e.strerror}", file=sys.stderr)
+    try:
+        from tuneloop.trainer.recipe import Evaluation, Preempted, Recipe
+
+        if args.evaluate_only:
+            evaluation = Evaluation(spec, settings, metrics=metrics)
+            evaluation.setup(model_uri=args.model, data_uri=args.data, split=args.split)
+            results = evaluation.run(args.results)
+            if evaluation.is_main:
+                metrics_line = ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items())
+                print(f"tuneloop-train: {results['model']} on {results['rows']} rows: {metrics_line}; results at {results['results_uri']}")
+            return EXIT_OK
+        recipe = Recipe(spec, settings, metrics=metrics)
+        try:
+            recipe.setup()
+            results = recipe.train()
+        finally:
+            recipe.cleanup()
+        if recipe.is_main:
+            print(summary(results), flush=True)
+        return EXIT_OK
+    except PermanentError as e:
+        return fail(str(e), EXIT_PERMANENT)
+    except Preempted as e:
+        return fail(str(e), EXIT_PREEMPTED)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except Exception as e:  # noqa: BLE001 - the last line must say what happened, then the pod retries
+        traceback.print_exc()
+        return fail(f"{type(e).__name__}: {e} (retryable: a retry resumes from the newest checkpoint)", EXIT_FAILED)
+
+
+def summary(results: dict) -> str:
+    def fmt(m: dict | None) -> str:
+        return ", ".join(f"{k} {v:.4f}" for k, v in m.items()) if m else "n/a"
+
+    lines = [f"tuneloop-train: done at step {results['step']}/{results['total_steps']}, train loss {results['train_loss']:.4f}"]
+    if results.get("validation"):
+        lines.append(f"  validation: {fmt(results['validation'])}")
+    if results.get("test"):
+        lines.append(f"  test before: {fmt(results.get('test_before'))}")
+        lines.append(f"  test after:  {fmt(results['test'])}")
+    lines.append(f"  model written to {results['final_model']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Base model and tokenizer: fetch (S3 prefix -> local cache, once), refuse pickles, load, adapt.
+
+Safety rules (issue 3): weights are read from safetensors only (`use_safetensors=True`; a
+folder holding only pickle files is refused before anything is downloaded), and
+`trust_remote_code` is never enabled, so loading a model never runs code shipped with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.trainer.config import PermanentError, RuntimeSettings
+from tuneloop.trainer.storage import open_storage
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# What a model folder needs for training; anything else (pickles, ONNX, sentence-transformers
+# extras, READMEs) is not downloaded.
+USEFUL_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
+
+
+def check_model_files(files: list[str], where: str) -> None:
+    """PermanentError unless `files` (names relative to the model folder) hold config and safetensors."""
+    names = {Path(f).name for f in files}
+    if "adapter_config.json" in names and "config.json" not in names:
+        names.add("config.json")  # a LoRA adapter (a fine-tuned output); its base comes from model.source
+    if "config.json" not in names:
+        raise PermanentError(f"model prefix {where} holds no config.json; point model.source at a Hugging Face model folder")
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise PermanentError(
+                f"model at {where} has only pickle weights ({', '.join(pickles[:3])}); Tuneloop loads safetensors only "
+                "because pickle files can run arbitrary code: convert them (model.save_pretrained(dir)) and retry"
+            )
+        raise PermanentError(f"model at {where} holds no *.safetensors weights")
+
+
+def fetch_model(source: str, settings: RuntimeSettings, revision: str | None = None) -> Path:
+    """A local folder holding the model: `source` itself, or its S3 download in the cache.
+
+    The cache key is the URI plus revision; a download lands in a temporary folder renamed
+    into place when complete, so concurrent ranks and interrupted pods never see half a model.
+    """
+    if not source.startswith("s3://"):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise PermanentError(f"model.source {source} is not a folder; give a local model folder or s3://bucket/prefix")
+        check_model_files([p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()], source)
+        return path
+    key = hashlib.sha256(f"{source.rstrip('/')}@{revision or ''}".encode()).hexdigest()[:16]
+    cache = Path(settings.cache_dir).expanduser() / "models" / key
+    if (cache / ".complete").exists():
+        return cache
+    storage = open_storage(source.rstrip("/"), settings)
+    try:
+        files = storage.list()
+    except Exception as e:  # noqa: BLE001 - botocore raises many types; the line says what
+        raise PermanentError(f"cannot list model at {source}: {e}") from None
+    check_model_files(files, source)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache.parent))
+    for name in files:
+        if name.endswith(USEFUL_SUFFIXES) and not name.endswith(PICKLE_SUFFIXES):
+            storage.download_file(name, tmp / name)
+    (tmp / ".complete").write_text(source)
+    try:
+        os.rename(tmp, cache)
+    except OSError:  # another rank on this node won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise PermanentError(f"cannot load a tokenizer from {model_dir}: {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        # Causal LMs often ship without a pad token; padding positions are masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_model(spec: FineTuneJobSpec, model_dir: Path, label_names: list[str] | None, tokenizer: Any) -> Any:
+    """The task's model class from `model_dir`, with a fresh head for classification/regression."""
+    import transformers
+
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
+    if spec.task == "causal-lm-sft":
+        cls = transformers.AutoModelForCausalLM
+    else:
+        cls = transformers.AutoModelForSequenceClassification
+        existing = json.loads((model_dir / "config.json").read_text())
+        if spec.task == "regression":
+            kwargs.update(num_labels=1, problem_type="regression")
+        else:
+            assert label_names is not None
+            kwargs.update(
+                num_labels=len(label_names),
+                id2label=dict(enumerate(label_names)),
+                label2id={n: i for i, n in enumerate(label_names)},
+                problem_type="single_label_classification",
+            )
+        # A model fine-tuned on other labels has a head of another shape: start that head afresh.
+        kwargs["ignore_mismatched_sizes"] = existing.get("id2label") is not None
+    try:
+        model = cls.from_pretrained(str(model_dir), **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PermanentError(f"cannot load the model at {spec.model.source} for {spec.task}: {first}") from None
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification finds the last token by it
+    return model
+
+
+def apply_training_method(model: Any, spec: FineTuneJobSpec) -> Any:
+    """LoRA adapters (peft) when asked, and gradient checkpointing when asked."""
+    training = spec.training
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if training.method == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = training.lora
+        config = LoraConfig(
+            r=lora.r if lora else 16,
+            lora_alpha=lora.alpha if lora else 32,
+            lora_dropout=lora.dropout if lora else 0.05,
+            target_modules=list(lora.target_modules) if lora and lora.target_modules else "all-linear",
+            task_type=TaskType.CAUSAL_LM if spec.task == "causal-lm-sft" else TaskType.SEQ_CLS,
+        )
+        if training.gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, config)
+    return model

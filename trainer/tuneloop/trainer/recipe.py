@@ -1,0 +1,562 @@
+"""The fine-tuning recipe: setup(), train(), evaluate(), save_checkpoint(), cleanup().
+
+One readable loop in the style of torchtune's `full_finetune_single_device.py` and nanoGPT's
+`train.py`: for each optimizer step, run its micro-batches (forward, loss, backward), clip,
+step, log, maybe evaluate, maybe checkpoint. Storage, metrics and the logger are passed in,
+so the recipe runs the same in a pod, in a test and on a laptop.
+
+Multi-process: `accelerate.Accelerator()` reads the torch.distributed variables set by
+torchrun (see cli.py). Every rank reads the data and base model; only rank 0 writes to the
+output storage and serves metrics. Data order is a pure function of (seed, epoch,
+world size) (`data.epoch_batches`), so resuming re-derives it and skips what was done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.trainer import data
+from tuneloop.trainer.checkpoint import (
+    CheckpointPublisher,
+    TrainerState,
+    capture_rng,
+    is_better,
+    read_local,
+    restore_rng,
+    step_prefix,
+    write_local,
+)
+from tuneloop.trainer.config import PermanentError, RuntimeSettings
+from tuneloop.trainer.dataset import Splits, load_splits
+from tuneloop.trainer.metrics import TrainerMetrics
+from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer
+from tuneloop.trainer.storage import Storage, open_storage
+
+DEFAULT_METRIC = "eval_loss"
+# Peak dense bf16 FLOP/s by GPU name, for the MFU estimate (vendor datasheets).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "V100": 125e12}
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint was published. The CLI exits EXIT_PREEMPTED (retryable)."""
+
+
+def mixed_precision(requested: str) -> str:
+    """Accelerate's mixed_precision for the spec's precision: fp32 on CPU, always (issue 3)."""
+    if not torch.cuda.is_available():
+        return "no"
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[requested]
+
+
+def metric_direction_ok(task: str, metric: str) -> bool:
+    allowed = {
+        "causal-lm-sft": {"eval_loss", "perplexity"},
+        "sequence-classification": {"eval_loss", "accuracy", "macro_f1"},
+        "regression": {"eval_loss", "mse", "mae"},
+    }
+    return metric in allowed[task]
+
+
+def classification_metrics(preds: list[int], labels: list[int]) -> dict[str, float]:
+    """Accuracy and macro-F1 (over the classes present in labels or predictions)."""
+    accuracy = sum(p == y for p, y in zip(preds, labels)) / len(labels)
+    f1s = []
+    for c in sorted(set(labels) | set(preds)):
+        tp = sum(p == c and y == c for p, y in zip(preds, labels))
+        fp = sum(p == c and y != c for p, y in zip(preds, labels))
+        fn = sum(p != c and y == c for p, y in zip(preds, labels))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s)}
+
+
+class Recipe:
+    def __init__(self, spec: FineTuneJobSpec, settings: RuntimeSettings, *,
+                 metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print):
+        self.spec = spec
+        self.settings = settings
+        self.metrics = metrics or TrainerMetrics(settings.job_name, settings.namespace)
+        self._log = log
+        self.stop_requested = False
+        self.results: dict[str, Any] = {}
+
+    # ================================================================== setup
+
+    def log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            self._log(f"tuneloop-train: {message}")
+
+    def setup(self, *, resume: bool = True) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        spec, training = self.spec, self.spec.training
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(training.precision), cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.output: Storage = open_storage(spec.output.uri, self.settings)
+        self.metric_name = training.early_stopping.metric if training.early_stopping else DEFAULT_METRIC
+        if not metric_direction_ok(spec.task, self.metric_name):
+            raise PermanentError(f"training.earlyStopping.metric {self.metric_name!r} is not a {spec.task} metric")
+        self.publisher = CheckpointPublisher(self.output, spec.output.keep_last, self.metric_name, self._on_published)
+        self.staging = Path(tempfile.mkdtemp(prefix=f"tuneloop-rank{self.rank}-"))
+
+        # Data: read and clean on every rank (cheap next to training; no shared disk needed).
+        self.splits: Splits = load_splits(spec, self.settings)
+        self.metrics.set_data(self.splits.reports)
+        if self.metric_name != DEFAULT_METRIC or training.early_stopping:
+            if not self.splits.validation:
+                raise PermanentError("training.earlyStopping needs validation data; give dataset.validation or dataset.split.validation > 0")
+
+        # Model: one download per node (local main first), then everyone loads from the cache.
+        with self.accelerator.local_main_process_first():
+            self.model_dir = fetch_model(spec.model.source, self.settings, spec.model.revision)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        set_seed(training.seed)  # same fresh head on every rank
+        model = load_model(spec, self.model_dir, self.splits.label_names, self.tokenizer)
+        model = apply_training_method(model, spec)
+
+        self.examples = {name: self.encode(rows, name) for name, rows in
+                         (("train", self.splits.train), ("validation", self.splits.validation), ("test", self.splits.test))}
+        if not self.examples["train"]:
+            raise PermanentError("no training example has a response token left after truncation; raise training.maxSeqLength")
+        self.packed = spec.task == "causal-lm-sft" and training.packing is not False
+        self.train_items = data.pack_examples(self.examples["train"], training.max_seq_length) if self.packed else self.examples["train"]
+        self.write_data_report()
+
+        optimizer = self.build_optimizer(model)
+        micro_per_epoch = len(data.epoch_batches(len(self.train_items), training.batch_size, self.world, training.seed, 0))
+        if micro_per_epoch == 0:
+            raise PermanentError(f"{len(self.train_items)} training rows are fewer than the {self.world} processes; add data")
+        self.steps_per_epoch = math.ceil(micro_per_epoch / training.gradient_accumulation_steps)
+        self.total_steps = training.max_steps or max(1, math.ceil((training.epochs or 1.0) * self.steps_per_epoch))
+        from transformers import get_scheduler
+
+        scheduler = get_scheduler(
+            "constant_with_warmup" if training.scheduler == "constant" else training.scheduler,
+            optimizer,
+            num_warmup_steps=math.floor(training.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        # Batches are built by epoch_batches (not an accelerate-prepared DataLoader) so that
+        # the data position in a checkpoint is two integers and resume is exact.
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.state = TrainerState(world_size=self.world)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.metrics.set(total_steps=self.total_steps, step=0, progress_ratio=0.0)
+        if resume:
+            self.resume_from_latest()
+        set_seed(training.seed + 1000 * self.rank + self.state.step)  # dropout differs by rank
+        if self.state.step and self.world == self.state.world_size and self._rng_states:
+            restore_rng(self._rng_states[self.rank])
+
+    def encode(self, rows: list[data.Row], split: str) -> list[dict[str, Any]]:
+        """Tokenise one split; rows that cannot be used are counted in the data report."""
+        spec, fields, max_len = self.spec, self.spec.dataset.fields, self.spec.training.max_seq_length
+        out, dropped = [], 0
+        label_ids = {n: i for i, n in enumerate(self.splits.label_names or [])}
+        for row in rows:
+            if spec.task == "causal-lm-sft":
+                ex = data.encode_sft(row, self.tokenizer, fields, max_len)
+            elif spec.task == "regression":
+                ex = data.encode_text(row, self.tokenizer, fields, max_len, float(row[fields.label]))
+            elif row[fields.label] in label_ids:
+                ex = data.encode_text(row, self.tokenizer, fields, max_len, label_ids[row[fields.label]])
+            else:
+                ex = None  # a label never seen in training: the model has no class for it
+            if ex is None:
+                dropped += 1
+            else:
+                out.append(ex)
+        if dropped:
+            reason = "no_response_tokens" if spec.task == "causal-lm-sft" else "unknown_label"
+            report = self.splits.reports.get(split)
+            if report is not None:
+                report.dropped[reason] = report.dropped.get(reason, 0) + dropped
+            self.metrics.set_data(self.splits.reports)
+        return out
+
+    def write_data_report(self) -> None:
+        report = self.splits.report()
+        tokens = sum(len(ex["input_ids"]) for ex in self.examples["train"])
+        report["tokenized"] = {name: len(exs) for name, exs in self.examples.items()}
+        report["tokenized"]["train_tokens"] = tokens
+        if self.packed:
+            capacity = len(self.train_items) * self.spec.training.max_seq_length
+            report["tokenized"]["packed_rows"] = len(self.train_items)
+            report["tokenized"]["packing_efficiency"] = round(tokens / capacity, 4)
+        self.data_report = report
+        if self.is_main:
+            self.output.write_bytes("data_report.json", json.dumps(report, indent=1).encode())
+            self.log(f"data: {report['rows']}, labels: {report['labels']}" if report["labels"] else f"data: {report['rows']}")
+
+    def build_optimizer(self, model: Any) -> torch.optim.Optimizer:
+        """AdamW with decoupled weight decay, none on biases and norms (transformers.Trainer's rule)."""
+        from transformers.trainer_pt_utils import get_parameter_names
+
+        decay = set(get_parameter_names(model, [torch.nn.LayerNorm], [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]))
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if n in decay], "weight_decay": self.spec.training.weight_decay},
+            {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.spec.training.learning_rate)
+
+    def resume_from_latest(self) -> None:
+        self._rng_states: list[dict[str, Any]] = []
+        checkpoints = self.publisher.complete_checkpoints()
+        if not checkpoints:
+            return
+        step = max(checkpoints)
+        local = self.staging / f"resume-{step}"
+        self.publisher.download(step, local)
+        self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+        self.log(f"resumed from {self.output.child(step_prefix(step))} (step {step}, epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
+        self.metrics.set_checkpoint("latest", self.output.child(step_prefix(step)))
+        best = self.publisher.best_step(checkpoints)
+        if best is not None:
+            self.metrics.set_checkpoint("best", self.output.child(step_prefix(best)))
+
+    # ================================================================== the loop
+
+    def train(self) -> dict[str, Any]:
+        training, acc = self.spec.training, self.accelerator
+        state = self.state
+        self.install_sigterm_handler()
+        if state.step == 0 and self.examples["test"]:
+            state.test_before = self.evaluate("test")
+            self.log(f"test before training: {self._fmt(state.test_before)}")
+        progress = self._progress_bar(state.step)
+        started, start_step, last_save = time.monotonic(), state.step, time.monotonic()
+        stopping_early = False
+        while state.step < self.total_steps and not stopping_early:
+            batches = data.epoch_batches(len(self.train_items), training.batch_size, self.world, training.seed, state.epoch)
+            groups = [batches[i:i + training.gradient_accumulation_steps] for i in range(0, len(batches), training.gradient_accumulation_steps)]
+            while state.batch_in_epoch < len(groups) and state.step < self.total_steps:
+                step_started = time.monotonic()
+                items = [[self.train_items[i] for i in batch[self.rank]] for batch in groups[state.batch_in_epoch]]
+                loss_sum, n_items, tokens, samples, grad_norm = self.train_step(items)
+                state.step += 1
+                state.batch_in_epoch += 1
+                state.train_seconds += time.monotonic() - step_started
+                # One all-reduce per step: loss, counts, and the stop/save flags every rank must agree on.
+                want_time_save = bool(self.spec.output.save_every_minutes) and self.is_main and \
+                    time.monotonic() - last_save >= 60 * self.spec.output.save_every_minutes
+                totals = acc.reduce(torch.tensor([loss_sum, n_items, tokens, samples, float(self.stop_requested), float(want_time_save)],
+                                                 dtype=torch.float64, device=acc.device), "sum").tolist()
+                state.last_train_loss = totals[0] / max(totals[1], 1)
+                self.report_step(state.last_train_loss, grad_norm, totals[2], totals[3], time.monotonic() - step_started,
+                                 (time.monotonic() - started) / (state.step - start_step))
+                progress.update(1)
+                progress.set_postfix(loss=f"{state.last_train_loss:.4f}", refresh=False)
+
+                evaluated: dict[str, float] = {}
+                last = state.step >= self.total_steps
+                if training.eval_every_steps and state.step % training.eval_every_steps == 0 and not last and self.examples["validation"]:
+                    evaluated = self.evaluate("validation")
+                    stopping_early = self.track_best(evaluated)
+                stop_now = totals[4] > 0
+                every = self.spec.output.save_every_steps
+                if stop_now or totals[5] > 0 or (every and state.step % every == 0 and not last):
+                    self.save_checkpoint(evaluated, wait=stop_now)
+                    last_save = time.monotonic()
+                if stop_now:
+                    progress.close()
+                    raise Preempted(f"SIGTERM: checkpoint at step {state.step} published; exiting for a retry to resume")
+                if stopping_early:
+                    self.log(f"early stopping at step {state.step}: {self.metric_name} did not improve in "
+                             f"{training.early_stopping.patience} evaluations")
+                    break
+            if state.batch_in_epoch >= len(groups):
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        progress.close()
+        return self.finish()
+
+    def train_step(self, micro_batches: list[list[dict[str, Any]]]) -> tuple[float, float, float, float, float]:
+        """One optimizer step over this rank's micro-batches; loss normalised by the step's target count."""
+        acc, model = self.accelerator, self.model
+        model.train()
+        n_items = sum(data.count_loss_tokens(mb) for mb in micro_batches)
+        loss_sum = tokens = samples = 0.0
+        for i, micro in enumerate(micro_batches):
+            batch = self.collate(micro)
+            sync = i == len(micro_batches) - 1
+            # DDP all-reduces gradients only on the last micro-batch of the step.
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                summed = self.loss_sum(self.forward(batch), batch)
+                acc.backward(summed / max(n_items, 1))
+            loss_sum += summed.item()
+            tokens += sum(len(ex["input_ids"]) for ex in micro)
+            samples += data.count_sequences(micro)
+        max_norm = self.spec.training.max_grad_norm or float("inf")
+        grad_norm = acc.clip_grad_norm_(model.parameters(), max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, float(n_items), tokens, samples, float(grad_norm)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id
+        batch = data.collate_packed(items, pad) if self.packed else data.collate_padded(items, pad)
+        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits in fp32. Packed SFT batches pass position_ids and no attention_mask (see data.pack_examples)."""
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+        if self.spec.task == "causal-lm-sft":
+            inputs["use_cache"] = False
+        return self.model(**inputs).logits.float()
+
+    def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Summed loss of a batch; the caller divides by the targets of the whole optimizer step."""
+        if self.spec.task == "causal-lm-sft":
+            labels = batch["labels"]
+            return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                                   ignore_index=data.IGNORE_INDEX, reduction="sum")
+        if self.spec.task == "regression":
+            return F.mse_loss(logits.squeeze(-1), batch["label"].float(), reduction="sum")
+        return F.cross_entropy(logits, batch["label"], reduction="sum")
+
+    # ================================================================== evaluation
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Task metrics on a split, computed over all ranks (each scores a strided share)."""
+        examples = self.examples[split]
+        task, acc = self.spec.task, self.accelerator
+        self.model.eval()
+        mine = examples[self.rank::self.world]
+        if self.packed:
+            mine = data.pack_examples(mine, self.spec.training.max_seq_length)
+        loss_sum, count, preds, golds = 0.0, 0, [], []
+        size = self.spec.training.batch_size
+        for start in range(0, len(mine), size):
+            chunk = mine[start:start + size]
+            batch = self.collate(chunk)
+            logits = self.forward(batch)
+            loss_sum += self.loss_sum(logits, batch).item()
+            count += data.count_loss_tokens(chunk)
+            if task != "causal-lm-sft":
+                preds += logits.squeeze(-1).tolist() if task == "regression" else logits.argmax(-1).tolist()
+                golds += batch["label"].tolist()
+        totals = acc.reduce(torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=acc.device), "sum").tolist()
+        if self.world > 1 and task != "causal-lm-sft":
+            from accelerate.utils import gather_object
+
+            preds, golds = gather_object([preds])[0:self.world], gather_object([golds])[0:self.world]
+            preds, golds = [p for ps in preds for p in ps], [g for gs in golds for g in gs]
+        loss = totals[0] / max(totals[1], 1)
+        if task == "causal-lm-sft":
+            result = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        elif task == "regression":
+            result = {"eval_loss": loss, "mse": loss, "mae": sum(abs(p - g) for p, g in zip(preds, golds)) / len(golds)}
+        else:
+            result = {"eval_loss": loss, **classification_metrics(preds, golds)}
+        result = {k: round(v, 6) for k, v in result.items()}
+        if split == "validation":
+            self.metrics.set_eval(result)
+            self.state.history.append({"step": self.state.step, **result})
+        return result
+
+    def track_best(self, result: dict[str, float]) -> bool:
+        """Update the best metric; True when early stopping's patience ran out."""
+        value = result[self.metric_name]
+        if is_better(self.metric_name, value, self.state.best_metric):
+            self.state.best_metric, self.state.best_step = value, self.state.step
+            self.state.evals_without_improvement = 0
+        else:
+            self.state.evals_without_improvement += 1
+        patience = self.spec.training.early_stopping.patience if self.spec.training.early_stopping else None
+        return patience is not None and self.state.evals_without_improvement >= patience
+
+    # ================================================================== checkpoints and export
+
+    def save_checkpoint(self, evaluated: dict[str, float], *, wait: bool = False) -> None:
+        """Write locally (all ranks join to gather RNG states), upload from rank 0 in the background."""
+        from accelerate.utils import gather_object
+
+        rng_states = gather_object([capture_rng()]) if self.world > 1 else [capture_rng()]
+        if self.is_main:
+            local = self.staging / f"step-{self.state.step:08d}"
+            write_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
+                        rng_states, self.state, self.spec.to_dict())
+            self._save_started = time.monotonic()
+            self.publisher.publish(local, self.state.step, evaluated, background=not wait)
+        self.accelerator.wait_for_everyone()
+
+    def _on_published(self, step: int, uri: str, seconds: float, size: int, is_best: bool) -> None:
+        self.metrics.observe_checkpoint(seconds, size)
+        self.metrics.set_checkpoint("latest", uri)
+        if is_best:
+            self.metrics.set_checkpoint("best", uri)
+        self._log(f"tuneloop-train: checkpoint step {step} published to {uri} ({size / 1e6:.1f} MB, {seconds:.1f}s)")
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation, export to <output>/final/, results.json, and wait for uploads."""
+        state = self.state
+        if self.examples["validation"]:
+            self.results["validation"] = self.evaluate("validation")
+            self.track_best(self.results["validation"])
+        if self.examples["test"]:
+            self.results["test_before"] = state.test_before
+            self.results["test"] = self.evaluate("test")
+        self.results.update({"task": self.spec.task, "step": state.step, "total_steps": self.total_steps,
+                             "epoch": round(state.step / self.steps_per_epoch, 4), "train_loss": state.last_train_loss,
+                             "train_seconds": round(state.train_seconds, 2), "history": state.history,
+                             "final_model": self.output.child("final")})
+        if self.is_main:
+            self.publisher.wait()
+            checkpoints = self.publisher.complete_checkpoints()
+            best = self.publisher.best_step(checkpoints)
+            if best is not None:
+                self.results["best_checkpoint"] = self.output.child(step_prefix(best))
+            self.export_final()
+            self.output.write_bytes("results.json", json.dumps(self.results, indent=1).encode())
+            self.metrics.set_checkpoint("final", self.output.child("final"))
+        self.accelerator.wait_for_everyone()
+        return self.results
+
+    def export_final(self) -> None:
+        """Hugging Face format: config, tokenizer, safetensors (LoRA: adapter, and merged if asked)."""
+        model = self.accelerator.unwrap_model(self.model)
+        local = self.staging / "final"
+        model.save_pretrained(str(local))
+        self.tokenizer.save_pretrained(str(local))
+        if self.spec.training.method == "lora" and self.spec.training.lora and self.spec.training.lora.merge:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(str(local / "merged"))
+            self.tokenizer.save_pretrained(str(local / "merged"))
+        (local / "tuneloop.json").write_text(json.dumps({"task": self.spec.task, "labels": self.splits.label_names,
+                                                          "step": self.state.step, "base_model": self.spec.model.source,
+                                                          "base_revision": self.spec.model.revision}, indent=1))
+        stale = [k for k in self.output.list("final")]
+        self.output.delete([k for k in stale if not (local / k[len("final/"):]).exists()])
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            self.output.upload_file(path, f"final/{path.relative_to(local).as_posix()}")
+
+    # ================================================================== plumbing
+
+    def report_step(self, loss: float, grad_norm: float, tokens: float, samples: float, seconds: float, per_step: float) -> None:
+        state, metrics = self.state, self.metrics
+        metrics.set(step=state.step, epoch=state.step / self.steps_per_epoch, progress_ratio=state.step / self.total_steps,
+                    eta_seconds=per_step * (self.total_steps - state.step), train_loss=loss,
+                    learning_rate=self.scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                    tokens_per_second=tokens / seconds, samples_per_second=samples / seconds)
+        if torch.cuda.is_available():
+            metrics.set(gpu_memory_bytes=torch.cuda.max_memory_allocated())
+            peak = next((f for name, f in PEAK_FLOPS.items() if name in torch.cuda.get_device_name()), None)
+            if peak:  # 6 N FLOPs per token for forward + backward (Kaplan et al. 2020)
+                metrics.set(mfu_ratio=6 * self.n_params * tokens / seconds / (peak * self.world))
+
+    def install_sigterm_handler(self) -> None:
+        """Kubernetes sends SIGTERM on preemption/eviction: finish the step, checkpoint, exit 75."""
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+
+    def _progress_bar(self, initial: int) -> Any:
+        from tqdm.auto import tqdm
+
+        # On rank 0 only, and only on a terminal (disable=None): pod logs get one line per event instead.
+        return tqdm(total=self.total_steps, initial=initial, desc="training", unit="step",
+                    disable=None if self.is_main else True, dynamic_ncols=True)
+
+    @staticmethod
+    def _fmt(result: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+
+    def cleanup(self) -> None:
+        import shutil
+
+        try:
+            self.publisher.wait()
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+
+class Evaluation(Recipe):
+    """`tuneloop-train --evaluate-only`: score an existing model on a dataset, write results JSON.
+
+    The MaintenancePolicy's evaluation runs use it on fresh labelled data. The model is
+    `--model` if given, else `<output.uri>/final` if it exists, else `model.source`. The data
+    is `--data` (all of it, cleaned) if given, else the `--split` of the spec's dataset.
+    """
+
+    def setup(self, *, model_uri: str | None = None, data_uri: str | None = None, split: str = "test") -> None:  # type: ignore[override]
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        spec = self.spec
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(spec.training.precision), cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.output = open_storage(spec.output.uri, self.settings)
+        if model_uri is None:
+            model_uri = self.output.child("final") if "final/config.json" in self.output.list("final") or \
+                "final/adapter_config.json" in self.output.list("final") else spec.model.source
+        self.model_uri, self.split = model_uri, split
+        with self.accelerator.local_main_process_first():
+            model_dir = fetch_model(model_uri, self.settings)
+        adapter = (model_dir / "adapter_config.json").exists()
+        if adapter and (model_dir / "merged" / "config.json").exists():
+            model_dir, adapter = model_dir / "merged", False
+        info_file = model_dir / "tuneloop.json"
+        info = json.loads(info_file.read_text()) if info_file.exists() else {}
+        base_dir = model_dir
+        if adapter:
+            with self.accelerator.local_main_process_first():
+                base_dir = fetch_model(info.get("base_model") or spec.model.source, self.settings)
+        self.splits = load_splits(spec, self.settings, only=data_uri) if data_uri else load_splits(spec, self.settings)
+        if split != "test":
+            self.splits.test = getattr(self.splits, split)
+        labels = info.get("labels")
+        if spec.task == "sequence-classification" and not labels:
+            config = json.loads((base_dir / "config.json").read_text())
+            id2label = config.get("id2label") or {}
+            labels = [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+            if not labels or labels == [f"LABEL_{i}" for i in range(len(labels))]:
+                labels = data.build_label_names(self.splits.test, spec.dataset.fields.label)
+        self.splits.label_names = labels
+        self.tokenizer = load_tokenizer(model_dir)
+        set_seed(spec.training.seed)
+        model = load_model(spec, base_dir, labels, self.tokenizer)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(model_dir))
+        self.examples = {"train": [], "validation": [], "test": self.encode(self.splits.test, "test")}
+        if not self.examples["test"]:
+            raise PermanentError(f"no usable rows to evaluate in the {split} data")
+        self.packed = spec.task == "causal-lm-sft" and spec.training.packing is not False
+        self.model = self.accelerator.prepare(model)
+        self.state = TrainerState(world_size=self.world)
+
+    def run(self, results_uri: str | None = None) -> dict[str, Any]:
+        result = self.evaluate("test")
+        self.results = {"task": self.spec.task, "model": self.model_uri, "split": self.split,
+                        "rows": len(self.examples["test"]), "metrics": result}
+        if self.is_main:
+            self.metrics.set_eval(result)
+            target = results_uri or self.output.child("evaluation/results.json")
+            parent, _, name = target.rpartition("/")
+            open_storage(parent or ".", self.settings).write_bytes(name, json.dumps(self.results, indent=1).encode())
+            self.results["results_uri"] = target
+        return self.results
+
+    def cleanup(self) -> None:
+        pass

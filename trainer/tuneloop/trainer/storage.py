@@ -1,0 +1,181 @@
+"""Storage behind one small interface: `s3://bucket/prefix` (boto3) or a local directory.
+
+The recipe only ever sees `Storage` objects rooted at a URI, so it runs the same in a pod
+(S3 or MinIO), in a test (moto's server over real HTTP) and on a laptop (a folder).
+Keys are always '/'-separated and relative to the root.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from tuneloop.trainer.config import PermanentError, RuntimeSettings
+
+GLOB_CHARS = "*?["
+
+
+class Storage(Protocol):
+    uri: str
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys (files) under `prefix`, sorted."""
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    def upload_file(self, local: Path, key: str) -> None: ...
+
+    def download_file(self, key: str, local: Path) -> None: ...
+
+    def delete(self, keys: list[str]) -> None: ...
+
+    def child(self, key: str) -> str:
+        """The URI of `key` (for logs, metrics and status)."""
+
+
+class LocalStorage:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix)
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root).as_posix()) for p in base.rglob("*") if p.is_file())
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see a half-written file
+
+    def upload_file(self, local: Path, key: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+
+    def download_file(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._path(key), local)
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        # Leave no empty step-NNNNNNNN/ folders behind.
+        for key in keys:
+            parent = self._path(key).parent
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def child(self, key: str) -> str:
+        return str(self._path(key))
+
+
+class S3Storage:
+    def __init__(self, uri: str, settings: RuntimeSettings):
+        import boto3  # imported here so local-only runs and --help need no boto3 import time
+        from botocore.config import Config
+
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.aws_region,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            aws_session_token=settings.aws_session_token,
+            config=Config(retries={"max_attempts": 8, "mode": "standard"}),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}".strip("/") if self.prefix else key
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._key(prefix)
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                k = obj["Key"]
+                # `data/train` must not match `data/train2.jsonl` unless asked for a raw prefix.
+                if k == full or not full or k.startswith(full.rstrip("/") + "/"):
+                    keys.append(k[len(self.prefix) + 1:] if self.prefix else k)
+        return sorted(keys)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def upload_file(self, local: Path, key: str) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(key))  # multipart for big files
+
+    def download_file(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._key(key), str(local))
+
+    def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def child(self, key: str) -> str:
+        return f"{self.uri}/{key}" if key else self.uri
+
+
+def open_storage(uri: str, settings: RuntimeSettings) -> Storage:
+    """A Storage rooted at `uri` (s3://bucket/prefix or a local directory)."""
+    if uri.startswith("s3://"):
+        return S3Storage(uri, settings)
+    return LocalStorage(uri)
+
+
+def resolve_files(uri: str, settings: RuntimeSettings) -> tuple[Storage, list[str]]:
+    """The files a data URI names: one file, every file under a prefix, or a glob.
+
+    `s3://b/data/train.jsonl`, `s3://b/data/train/`, `data/*.csv`, `s3://b/d/part-*.parquet`.
+    Returns a Storage rooted at the parent "folder" and the matching keys relative to it.
+    """
+    uri = uri.rstrip("/")
+    cut = min((uri.find(c) for c in GLOB_CHARS if c in uri), default=len(uri))
+    slash = uri.rfind("/", 0, cut)
+    bucket_end = len("s3://") + uri[5:].find("/") if uri.startswith("s3://") and "/" in uri[5:] else None
+    if uri.startswith("s3://") and (bucket_end is None or slash < bucket_end):
+        parent, rest = uri if bucket_end is None else uri[:bucket_end], uri[(bucket_end or len(uri)) + 1:]
+    elif slash >= 0:
+        parent, rest = uri[:slash] or "/", uri[slash + 1:]
+    else:
+        parent, rest = ".", uri
+    globbing = cut < len(uri)
+    try:
+        storage = open_storage(parent, settings)
+        keys = storage.list() if globbing else storage.list(rest)
+    except Exception as e:  # noqa: BLE001 - S3 errors come in many types; the message says what
+        raise PermanentError(f"cannot list data at {uri}: {e}") from None
+    if globbing:
+        keys = [k for k in keys if fnmatch.fnmatchcase(k, rest)]
+    keys = [k for k in keys if not Path(k).name.startswith((".", "_"))]  # _SUCCESS, .crc files
+    return storage, keys
