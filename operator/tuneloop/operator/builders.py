@@ -1,0 +1,387 @@
+"""Pure builders: a parsed FineTuneJob spec in, Kubernetes manifests (plain dicts) out.
+
+No clock, no uuid, no API call here: everything a child looks like is decided by the spec,
+the owner's identity and the operator's defaults, so the tests can pin every field and an
+operator restart renders byte-for-byte the same children (STYLE.md, "three layers").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import yaml
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.api.typed import Problem
+
+GROUP = "tuneloop.dev"
+VERSION = "v1alpha1"
+KIND = "FineTuneJob"
+PLURAL = "finetunejobs"
+
+LABEL_FINETUNEJOB = "tuneloop.dev/finetunejob"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+CONTAINER = "trainer"
+CONFIG_KEY = "config.yaml"
+CONFIG_DIR = "/etc/tuneloop"
+CACHE_DIR = "/var/cache/tuneloop"
+MASTER_PORT = 29500
+METRICS_PORT = 9400
+# Exit code the trainer uses for bad config or data: retrying cannot help (issue 3).
+EXIT_BAD_INPUT = 2
+# Pod hostnames of an Indexed Job are `<job>-<index>` and must stay a DNS label.
+DNS_LABEL_MAX = 63
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The FineTuneJob the children belong to (what an ownerReference needs)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class TrainerDefaults:
+    """Operator-wide settings that shape every trainer pod."""
+
+    image: str = "ghcr.io/tuneloop/trainer:0.1.0"
+    metrics_port: int = METRICS_PORT
+    master_port: int = MASTER_PORT
+    # The trainer checkpoints on SIGTERM; give it time to finish the upload (issue 3).
+    termination_grace_seconds: int = 120
+    run_as_user: int = 1000
+
+
+# --- names: deterministic, so a restart finds the children it made before ---------------
+
+
+def config_map_name(name: str) -> str:
+    return f"{name}-config"
+
+
+def job_name(name: str) -> str:
+    return f"{name}-trainer"
+
+
+def service_name(name: str) -> str:
+    # Same name as the Job: pod `<job>-0` resolves as `<job>-0.<job>` through it.
+    return f"{name}-trainer"
+
+
+def master_addr(name: str) -> str:
+    return f"{job_name(name)}-0.{service_name(name)}"
+
+
+def check_names(name: str, spec: FineTuneJobSpec) -> list[Problem]:
+    """Names the children would get that Kubernetes would refuse, found before creating any."""
+    longest = job_name(name)
+    if spec.resources.nodes > 1:
+        longest = f"{longest}-{spec.resources.nodes - 1}"
+    if len(longest) > DNS_LABEL_MAX:
+        room = DNS_LABEL_MAX - (len(longest) - len(name))
+        return [Problem("metadata.name", f"is too long: at most {room} characters for this job (pod hostnames are DNS labels)")]
+    return []
+
+
+# --- metadata --------------------------------------------------------------------------
+
+
+def build_labels(name: str, component: str) -> dict[str, str]:
+    """The recommended `app.kubernetes.io/*` labels plus ours, for selectors and dashboards."""
+    return {
+        "app.kubernetes.io/name": "tuneloop-trainer",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "tuneloop",
+        "app.kubernetes.io/managed-by": "tuneloop-operator",
+        LABEL_FINETUNEJOB: name,
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    # controller=True lets `kubectl describe` and GC tools point back to the FineTuneJob;
+    # deleting it removes every child through the garbage collector, never data in S3.
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(owner: Owner, name: str, component: str, extra_labels: Mapping[str, str] = {}) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**build_labels(owner.name, component), **extra_labels},
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+# --- children ----------------------------------------------------------------------------
+
+
+def render_trainer_config(spec: FineTuneJobSpec) -> str:
+    """The trainer's config file: exactly the spec's fields (references only, no secret values)."""
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False)
+
+
+def build_config_map(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, config_map_name(owner.name), "config"),
+        "data": {CONFIG_KEY: render_trainer_config(spec)},
+    }
+
+
+def build_headless_service(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
+    """Stable DNS names for the pods of a multi-node Indexed Job (`<job>-<index>.<service>`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, service_name(owner.name), "trainer"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {LABEL_FINETUNEJOB: owner.name, "app.kubernetes.io/component": "trainer"},
+            # Rank 0 must resolve before it is Ready, or the other ranks cannot rendezvous.
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "dist", "port": defaults.master_port, "targetPort": defaults.master_port}],
+        },
+    }
+
+
+def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> list[dict[str, Any]]:
+    """The pod contract with the trainer (issue 3), then the user's own variables."""
+    res = spec.resources
+    multi_node = res.nodes > 1
+    env: list[dict[str, Any]] = [
+        {"name": "TUNELOOP_JOB_NAME", "value": owner.name},
+        {"name": "TUNELOOP_NAMESPACE", "value": owner.namespace},
+        {"name": "TUNELOOP_METRICS_PORT", "value": str(defaults.metrics_port)},
+        {"name": "TUNELOOP_CACHE_DIR", "value": CACHE_DIR},
+        # The root filesystem is read-only: libraries that write under $HOME get /tmp.
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "NNODES", "value": str(res.nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(max(res.gpus_per_node, 1))},
+        {"name": "MASTER_ADDR", "value": master_addr(owner.name) if multi_node else "127.0.0.1"},
+        {"name": "MASTER_PORT", "value": str(defaults.master_port)},
+    ]
+    if multi_node:
+        env.append({
+            "name": "NODE_RANK",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_COMPLETION_INDEX}']"}},
+        })
+    else:
+        env.append({"name": "NODE_RANK", "value": "0"})
+
+    storage = spec.storage
+    if storage.endpoint is not None:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": storage.endpoint})
+    if storage.region is not None:
+        env.append({"name": "AWS_REGION", "value": storage.region})
+    secret = storage.credentials_secret
+    if secret is not None:
+        # By reference only: the kubelet reads the Secret, the value never passes through us.
+        keys = [
+            ("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key),
+        ]
+        if secret.session_token_key is not None:
+            keys.append(("AWS_SESSION_TOKEN", secret.session_token_key))
+        env += [
+            {"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+            for var, key in keys
+        ]
+
+    for var in spec.env:
+        item: dict[str, Any] = {"name": var.name}
+        if var.value_from is not None:
+            item["valueFrom"] = dict(var.value_from)
+        else:
+            item["value"] = var.value if var.value is not None else ""
+        env.append(item)
+    return env
+
+
+def build_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """Requests equal limits: GPUs must, and a training pod should not be throttled or evicted first."""
+    res = spec.resources
+    amounts: dict[str, str] = {}
+    if res.cpu is not None:
+        amounts["cpu"] = res.cpu
+    if res.memory is not None:
+        amounts["memory"] = res.memory
+    if res.gpus_per_node > 0:
+        amounts[res.gpu_resource_name] = str(res.gpus_per_node)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def build_security_context(defaults: TrainerDefaults = TrainerDefaults()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod, container) security contexts meeting the `restricted` Pod Security Standard."""
+    pod = {
+        "runAsNonRoot": True,
+        "runAsUser": defaults.run_as_user,
+        "runAsGroup": defaults.run_as_user,
+        "fsGroup": defaults.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return pod, container
+
+
+def build_volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts): config read-only; writable emptyDirs since the root fs is read-only."""
+    volumes = [
+        {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        # PyTorch DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    return volumes, mounts
+
+
+def build_pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            # Bad config or data (exit 2): fail at once, a retry would fail the same way.
+            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            # Preemption and node drain are not the trainer's fault: retry without counting.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
+    res = spec.resources
+    pod_security, container_security = build_security_context(defaults)
+    volumes, mounts = build_volumes(owner)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or defaults.image,
+        "command": ["tuneloop-train", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
+        "env": build_env(owner, spec, defaults),
+        "ports": [
+            {"name": "metrics", "containerPort": defaults.metrics_port},
+            {"name": "dist", "containerPort": defaults.master_port},
+        ],
+        "resources": build_resources(spec),
+        "securityContext": container_security,
+        "volumeMounts": mounts,
+        # The trainer's last line says what is wrong; it lands in the pod status and ours.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.image_pull_policy
+
+    pod: dict[str, Any] = {
+        # Required by podFailurePolicy; retries are new pods counted against backoffLimit.
+        "restartPolicy": "Never",
+        "securityContext": pod_security,
+        # The trainer never talks to the Kubernetes API (IRSA projects its own token).
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": defaults.termination_grace_seconds,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if res.nodes > 1:
+        pod["subdomain"] = service_name(owner.name)
+    if spec.storage.service_account_name is not None:
+        pod["serviceAccountName"] = spec.storage.service_account_name
+    if res.node_selector:
+        pod["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod["tolerations"] = [dict(t) for t in res.tolerations]
+    if res.affinity is not None:
+        pod["affinity"] = dict(res.affinity)
+    if res.priority_class_name is not None:
+        pod["priorityClassName"] = res.priority_class_name
+    return {"metadata": {"labels": build_labels(owner.name, "trainer")}, "spec": pod}
+
+
+def build_trainer_job(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
+    """The batch/v1 Job; Indexed with one pod per node when `nodes > 1`."""
+    res = spec.resources
+    policy = spec.run_policy
+    extra_labels = {LABEL_KUEUE_QUEUE: policy.queue_name} if policy.queue_name else {}
+    job_spec: dict[str, Any] = {
+        # With a Kueue queue the Job starts suspended and Kueue admits it (never us).
+        "suspend": bool(policy.suspend or policy.queue_name),
+        # A failed multi-node attempt fails every rank, so allow `nodes` pod failures per retry.
+        "backoffLimit": policy.backoff_limit * res.nodes,
+        "podFailurePolicy": build_pod_failure_policy(),
+        "template": build_pod_template(owner, spec, defaults),
+    }
+    # No ttlSecondsAfterFinished: the operator deletes the Job itself once the final status
+    # is written; Kubernetes' TTL controller could remove it before we read how it ended.
+    if policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = policy.active_deadline_seconds
+    if res.nodes > 1:
+        job_spec.update({"completionMode": "Indexed", "completions": res.nodes, "parallelism": res.nodes})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, job_name(owner.name), "trainer", extra_labels),
+        "spec": job_spec,
+    }
+
+
+def build_children(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> list[dict[str, Any]]:
+    """Every child, in creation order: the Job last, so its pods find the config and DNS ready."""
+    children = [build_config_map(owner, spec)]
+    if spec.resources.nodes > 1:
+        children.append(build_headless_service(owner, spec, defaults))
+    children.append(build_trainer_job(owner, spec, defaults))
+    return children
+
+
+def job_suspend_patch(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The patch that brings the Job's `suspend` to what the user asked, or None.
+
+    With a Kueue queue we only ever suspend: admission (suspend=false) is Kueue's call.
+    """
+    actual = bool((job.get("spec") or {}).get("suspend", False))
+    wanted = spec.run_policy.suspend
+    if wanted and not actual:
+        return {"spec": {"suspend": True}}
+    if not wanted and actual and not spec.run_policy.queue_name:
+        return {"spec": {"suspend": False}}
+    return None
+
+
+def unapplied_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Spec fields changed after the Job exists that it cannot take (pod templates are
+    immutable); only `runPolicy.suspend` is applied to a running Job."""
+    def flat(spec: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in spec.items():
+            if isinstance(value, Mapping):
+                out.update({f"{key}.{sub}": v for sub, v in value.items()})
+            else:
+                out[key] = value
+        out.pop("runPolicy.suspend", None)
+        return out
+
+    before, after = flat(old), flat(new)
+    return sorted(f"spec.{key}" for key in set(before) | set(after) if before.get(key) != after.get(key))

@@ -1,0 +1,239 @@
+"""kopf handlers: thin. They read the object, call the pure builders and `derive_status`,
+and make API calls only through `kube.Kube`.
+
+- `reconcile` (create / resume / spec update): validate, create the children if absent,
+  bring the Job's `suspend` in line. An invalid spec fails once, permanently, into status.
+- `refresh_status` (timer): status from the in-memory indexes of Jobs and pods (no API
+  polling), Events on transitions, and the level-based fixes: a missing Job is recreated,
+  `suspend` re-synced, a finished Job removed after `ttlSecondsAfterFinished`.
+- `scrape_progress` (timer, Running only): progress, metrics and checkpoints from rank 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+import kopf
+
+from tuneloop.api.checks import check_finetunejob
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.api.typed import Problem, SpecError
+from tuneloop.operator import metrics
+from tuneloop.operator.builders import (
+    GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Owner, build_children, check_names, job_name, job_suspend_patch,
+    unapplied_changes,
+)
+from tuneloop.operator.config import OperatorConfig
+from tuneloop.operator.kube import Kube
+from tuneloop.operator.scrape import fetch_trainer_metrics, merge_scrape, metrics_url, parse_trainer_metrics
+from tuneloop.operator.status import TERMINAL, derive_status, parse_time, status_patch, transition_events
+
+FTJ = (GROUP, VERSION, PLURAL)
+# Timer intervals are decorator arguments, so they are read once, at import.
+INTERVALS = OperatorConfig.from_env()
+
+
+# --- indexes: Jobs and pods by the FineTuneJob they belong to (kopf keeps them current) ---
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
+def trainer_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[LABEL_FINETUNEJOB]): dict(body)}
+
+
+@kopf.index("v1", "pods", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
+def trainer_pods(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[LABEL_FINETUNEJOB]): dict(body)}
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def owned_job(index: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
+    """This FineTuneJob's Job (a same-named predecessor's leftovers do not count)."""
+    return next((job for job in index.get((namespace, name), ()) if _owned_by(job, uid)), None)
+
+
+def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, Any] | None) -> list[dict]:
+    if job is None:
+        return []
+    job_uid = job["metadata"].get("uid")
+    pods = index.get((namespace, name), ())
+    # The Job controller sets ownerReferences on its pods; accept unowned labelled pods too.
+    return [p for p in pods if _owned_by(p, job_uid) or not (p.get("metadata") or {}).get("ownerReferences")]
+
+
+# --- shared steps ------------------------------------------------------------------------------
+
+
+def parse(spec: Mapping[str, Any], name: str, namespace: str) -> tuple[FineTuneJobSpec | None, list[Problem]]:
+    """The typed spec and every problem with it (schema-level, meaning-level, child names)."""
+    try:
+        parsed = FineTuneJobSpec.from_dict(dict(spec))
+    except SpecError as exc:
+        return None, exc.problems
+    return parsed, check_finetunejob(parsed, namespace) + check_names(name, parsed)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], new: Mapping[str, Any], patch: kopf.Patch) -> None:
+    """Patch what changed (nothing: no API call), with an Event per transition."""
+    changes = status_patch(current, new)
+    if not changes:
+        return
+    patch.status.update(changes)
+    memo.written[body.metadata.uid] = {**current, **changes}
+    for type_, reason, message in transition_events(current, {**current, **changes}):
+        kopf.event(body, type=type_, reason=reason, message=message)
+    metrics.record_transition(current, {**current, **changes}, body.metadata.get("creationTimestamp"), time.time())
+    metrics.record_phase(body.metadata.namespace, body.metadata.name, new.get("phase"))
+
+
+def last_status(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any]) -> dict:
+    # What we wrote last wins over a watch event that has not caught up yet, so a
+    # transition is never announced twice.
+    return {**dict(status), **memo.written.get(body.metadata.uid, {})}
+
+
+def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems: list[Problem], patch: kopf.Patch) -> None:
+    current = last_status(body, memo, status)
+    new = derive_status(None, [], spec=None, problems=problems, generation=body.metadata.get("generation", 1),
+                        previous=current, now=now())
+    write_status(body, memo, current, new, patch)
+    error = kopf.PermanentError(f"invalid spec: {new['message']}")
+    error.invalid_spec = True  # type: ignore[attr-defined]  # counted as `invalid` in metrics
+    raise error
+
+
+def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJobSpec, config: OperatorConfig) -> None:
+    """Create whatever child is missing; 409 means it is there. Never a second Job."""
+    for manifest in build_children(owner, spec, config.trainer):
+        if kube.create(manifest) and manifest["kind"] == "Job":
+            kopf.event(body, type="Normal", reason="Created", message=f"created Job {manifest['metadata']['name']}")
+
+
+def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mapping[str, Any] | None) -> None:
+    if job is None:
+        return
+    change = job_suspend_patch(spec, job)
+    if change is not None:
+        kube.patch_job(job["metadata"]["namespace"], job["metadata"]["name"], change)
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(*FTJ, id="resume")
+@kopf.on.create(*FTJ, id="create")
+@kopf.on.update(*FTJ, field="spec", id="update")
+@metrics.instrumented(KIND, "reconcile")
+def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
+              patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, old: Any, new: Any, reason: str,
+              **_: Any) -> None:
+    parsed, problems = parse(spec, name, namespace)
+    if problems:
+        reject(body, memo, status, problems, patch)
+    assert parsed is not None
+    current = last_status(body, memo, status)
+    if current.get("phase") in TERMINAL and current.get("reason") != "InvalidSpec":
+        return  # finished: its Job may be gone on purpose (TTL); never train again
+    job = owned_job(trainer_jobs, namespace, name, uid)
+    if job is None:
+        ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+    else:
+        sync_suspend(memo.kube, body, parsed, job)
+        ignored = unapplied_changes(old or {}, new or {}) if reason == "update" else []
+        if ignored:
+            kopf.event(body, type="Warning", reason="SpecChangeNotApplied",
+                       message=f"the running Job keeps its pod template; not applied: {', '.join(ignored)}")
+    if not current.get("phase"):
+        new = derive_status(job, [], spec=parsed, generation=body.metadata.get("generation", 1), previous=current, now=now())
+        new["jobName"] = job_name(name)
+        write_status(body, memo, current, new, patch)
+
+
+@kopf.timer(*FTJ, id="status", interval=INTERVALS.status_interval)
+@metrics.instrumented(KIND, "status")
+async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
+                         patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
+                         **_: Any) -> None:
+    current = last_status(body, memo, status)
+    if not current.get("phase"):
+        return  # `reconcile` has not finished its first pass yet
+    config: OperatorConfig = memo.config
+    parsed, problems = parse(spec, name, namespace)
+    job = owned_job(trainer_jobs, namespace, name, uid)
+    finished = current.get("phase") in TERMINAL and current.get("reason") != "InvalidSpec"
+
+    if parsed is not None and not problems:
+        if job is None and not finished:
+            # Deleted behind our back (or never made it): recreate; it resumes from the checkpoint.
+            await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
+        elif job is not None and not finished:
+            await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
+        elif job is not None and ttl_expired(parsed, current):
+            await asyncio.to_thread(delete_finished_job, memo.kube, body, job, parsed)
+
+    new = derive_status(job, owned_pods(trainer_pods, namespace, name, job), spec=parsed, problems=problems,
+                        generation=body.metadata.get("generation", 1), previous=current, now=now(),
+                        unschedulable_after=config.unschedulable_after)
+    if new.get("phase") == "Succeeded" and parsed is not None and not (current.get("checkpoints") or {}).get("final"):
+        new["checkpoints"] = {**(current.get("checkpoints") or {}), "final": parsed.output.uri.rstrip("/") + "/final/"}
+    write_status(body, memo, current, new, patch)
+
+
+def ttl_expired(spec: FineTuneJobSpec, status: Mapping[str, Any]) -> bool:
+    ttl = spec.run_policy.ttl_seconds_after_finished
+    done = parse_time(status.get("completionTime"))
+    return ttl is not None and done is not None and now() >= done + timedelta(seconds=ttl)
+
+
+def delete_finished_job(kube: Kube, body: kopf.Body, job: Mapping[str, Any], spec: FineTuneJobSpec) -> None:
+    """TTL done by us, after the final status is written: the FineTuneJob and its status stay."""
+    meta = job["metadata"]
+    if kube.delete_job(meta["namespace"], meta["name"]):
+        kopf.event(body, type="Normal", reason="JobDeleted",
+                   message=f"removed Job {meta['name']} and its pods after "
+                           f"ttlSecondsAfterFinished={spec.run_policy.ttl_seconds_after_finished}; the status stays")
+
+
+def _is_running(status: Mapping[str, Any], **_: Any) -> bool:
+    return (status or {}).get("phase") == "Running"
+
+
+@kopf.timer(*FTJ, id="progress", interval=INTERVALS.scrape_interval, when=_is_running)
+@metrics.instrumented(KIND, "progress")
+async def scrape_progress(body: kopf.Body, status: kopf.Status, name: str, namespace: str, uid: str, patch: kopf.Patch,
+                          memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, logger: Any, **_: Any) -> None:
+    job = owned_job(trainer_jobs, namespace, name, uid)
+    url = metrics_url(owned_pods(trainer_pods, namespace, name, job))
+    if url is None:
+        return
+    try:
+        text = await fetch_trainer_metrics(url, timeout=memo.config.scrape_timeout)
+    except Exception as exc:  # unreachable or mid-restart: the job itself is unaffected
+        logger.debug(f"No progress from {url}: {exc!r}")
+        return
+    changes = merge_scrape(status, parse_trainer_metrics(text, job=name, namespace=namespace))
+    if changes:
+        patch.status.update(changes)
+
+
+@kopf.on.delete(*FTJ, id="forget", optional=True)
+def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Children go with the garbage collector (ownerReferences); data in S3 is never touched."""
+    memo.written.pop(body.metadata.uid, None)
+    metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
+
+
+@kopf.on.probe(id="finetunejobs")
+def count_tracked(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo.written)

@@ -1,0 +1,118 @@
+"""The operator's own Prometheus metrics (the trainer exports its own, see scrape.py).
+
+Kept in their own registry so tests can run several operators in one process and read the
+numbers without the process-wide default registry getting in the way.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from typing import Any, Callable, Mapping
+
+import kopf
+import prometheus_client as prom
+
+from tuneloop.operator.status import parse_time
+
+REGISTRY = prom.CollectorRegistry(auto_describe=True)
+
+RECONCILES = prom.Counter(
+    "tuneloop_operator_reconciles_total", "Handler runs by resource kind, handler and result.",
+    ["kind", "handler", "result"], registry=REGISTRY,
+)
+RECONCILE_SECONDS = prom.Histogram(
+    "tuneloop_operator_reconcile_duration_seconds", "Handler run time by resource kind and handler.",
+    ["kind", "handler"], registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+JOBS_BY_PHASE = prom.Gauge(
+    "tuneloop_operator_finetunejobs", "FineTuneJobs by phase, as last seen by this operator.",
+    ["phase"], registry=REGISTRY,
+)
+TIME_TO_RUNNING = prom.Histogram(
+    "tuneloop_operator_time_to_running_seconds", "From a FineTuneJob's creation to its first Running phase.",
+    registry=REGISTRY, buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+FAILURES = prom.Counter(
+    "tuneloop_operator_failures_total", "FineTuneJobs that failed, by reason.", ["reason"], registry=REGISTRY,
+)
+PHASES = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
+
+_phase_of: dict[tuple[str, str], str] = {}
+
+
+def record_phase(namespace: str, name: str, phase: str | None) -> None:
+    """Remember one job's phase (None: forget it) and refresh the per-phase gauge."""
+    key = (namespace, name)
+    if phase is None:
+        _phase_of.pop(key, None)
+    else:
+        _phase_of[key] = phase
+    counts = dict.fromkeys(PHASES, 0)
+    for value in _phase_of.values():
+        counts[value] = counts.get(value, 0) + 1
+    for value, count in counts.items():
+        JOBS_BY_PHASE.labels(phase=value).set(count)
+
+
+def record_transition(old: Mapping[str, Any] | None, new: Mapping[str, Any], created: str | None, now: float) -> None:
+    before, after = (old or {}).get("phase"), new.get("phase")
+    if after == before:
+        return
+    if after == "Running" and not (old or {}).get("startTime") and created:
+        started = parse_time(created)
+        if started is not None:
+            TIME_TO_RUNNING.observe(max(0.0, now - started.timestamp()))
+    if after == "Failed":
+        FAILURES.labels(reason=new.get("reason") or "Unknown").inc()
+
+
+def instrumented(kind: str, handler: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Count and time a kopf handler; kopf errors count as `retry` or `error`, invalid specs as `invalid`."""
+
+    def result_of(exc: BaseException | None) -> str:
+        if exc is None:
+            return "success"
+        if isinstance(exc, kopf.TemporaryError):
+            return "retry"
+        if isinstance(exc, kopf.PermanentError) and getattr(exc, "invalid_spec", False):
+            return "invalid"
+        return "error"
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def finish(started: float, exc: BaseException | None) -> None:
+            RECONCILE_SECONDS.labels(kind=kind, handler=handler).observe(time.perf_counter() - started)
+            RECONCILES.labels(kind=kind, handler=handler, result=result_of(exc)).inc()
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    finish(started, exc)
+                    raise
+                finish(started, None)
+                return result
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                finish(started, exc)
+                raise
+            finish(started, None)
+            return result
+        return wrapper
+
+    return decorate
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    prom.start_http_server(port, addr=addr, registry=REGISTRY)

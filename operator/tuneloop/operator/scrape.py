@@ -1,0 +1,110 @@
+"""Progress, metrics and checkpoints read from the trainer's Prometheus endpoint.
+
+`parse_trainer_metrics` is pure (exposition text in, status fields out) and parses with
+prometheus_client's own parser rather than by hand. `fetch_trainer_metrics` is the only I/O:
+one GET with a hard total timeout, so an unreachable pod costs at most that long and never
+affects the training itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tuneloop.operator.builders import CONTAINER
+from tuneloop.operator.status import pod_rank
+
+PREFIX = "tuneloop_trainer_"
+# Gauge (without prefix) -> status.metrics key; the names the printer columns and Grafana use.
+METRIC_KEYS = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "samples_per_second")
+CHECKPOINT_KINDS = ("latest", "best", "final")
+
+
+def _finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
+
+
+def parse_trainer_metrics(text: str, *, job: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """{"progress": {...}, "metrics": {...}, "checkpoints": {...}}, leaving out what is absent.
+
+    Samples labelled for another job or namespace are ignored (a shared pod IP after a reschedule).
+    """
+    values: dict[str, float] = {}
+    evals: dict[str, float] = {}
+    checkpoints: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if job is not None and labels.get("job", job) != job:
+                continue
+            if namespace is not None and labels.get("namespace", namespace) != namespace:
+                continue
+            if not sample.name.startswith(PREFIX):
+                continue
+            name = sample.name[len(PREFIX):]
+            if name == "checkpoint_info":
+                if sample.value == 1 and labels.get("kind") in CHECKPOINT_KINDS and labels.get("uri"):
+                    checkpoints[labels["kind"]] = labels["uri"]
+            elif name == "eval_metric" and labels.get("metric") and _finite(sample.value):
+                evals[labels["metric"]] = sample.value
+            elif _finite(sample.value):
+                values[name] = sample.value
+
+    progress: dict[str, Any] = {}
+    if "step" in values:
+        progress["step"] = int(values["step"])
+    if "total_steps" in values:
+        progress["totalSteps"] = int(values["total_steps"])
+    if "epoch" in values:
+        progress["epoch"] = round(values["epoch"], 4)
+    if "progress_ratio" in values:
+        progress["percent"] = round(100.0 * values["progress_ratio"], 1)
+    elif progress.get("totalSteps"):
+        progress["percent"] = round(100.0 * progress.get("step", 0) / progress["totalSteps"], 1)
+    if "eta_seconds" in values:
+        progress["etaSeconds"] = round(values["eta_seconds"])
+
+    metrics = {key: round(values[key], 6) for key in METRIC_KEYS if key in values}
+    metrics.update({key: round(value, 6) for key, value in evals.items()})
+    found = {"progress": progress, "metrics": metrics, "checkpoints": checkpoints}
+    return {key: value for key, value in found.items() if value}
+
+
+def metrics_url(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The metrics endpoint of the running rank-0 pod (only rank 0 reports for the whole job)."""
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running" and (p.get("status") or {}).get("podIP")]
+    running = [p for p in running if pod_rank(p) == 0]
+    if not running:
+        return None
+    pod = max(running, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    port = None
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        if container.get("name") == CONTAINER:
+            port = next((p.get("containerPort") for p in container.get("ports") or () if p.get("name") == "metrics"), None)
+    if port is None:
+        return None
+    return f"http://{pod['status']['podIP']}:{port}/metrics"
+
+
+def merge_scrape(current: Mapping[str, Any] | None, scraped: Mapping[str, Any]) -> dict[str, Any]:
+    """The status patch for a scrape: only sections whose values moved."""
+    current = current or {}
+    patch: dict[str, Any] = {}
+    for section, values in scraped.items():
+        before = current.get(section) or {}
+        changed = {k: v for k, v in values.items() if before.get(k) != v}
+        if changed:
+            patch[section] = changed
+    return patch
+
+
+async def fetch_trainer_metrics(url: str, timeout: float = 3.0) -> str:
+    """GET the exposition text; raises on any network problem (the caller shrugs and moves on)."""
+    limits = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 1.0))
+    async with aiohttp.ClientSession(timeout=limits) as session:
+        async with session.get(url) as response:
+            response.raise_for_status()
+            return await response.text()

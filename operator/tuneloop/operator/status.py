@@ -1,0 +1,288 @@
+"""The FineTuneJob status as a small state machine: a pure function of the Job and its pods.
+
+`derive_status` takes everything it needs as arguments (the previous status and `now`
+included) and returns the fields the operator owns; `status_patch` keeps only what changed,
+so an unchanged world costs no API call. Conditions follow the Kubernetes conventions
+(type/status/reason/message/lastTransitionTime/observedGeneration) that kstatus, Argo CD and
+`kubectl wait --for=condition=Succeeded` read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.api.typed import Problem
+from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT
+
+PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SUSPENDED = "Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"
+TERMINAL = frozenset({SUCCEEDED, FAILED})
+CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Succeeded", "Failed", "Suspended")
+# Fields derive_status owns; progress, metrics and checkpoints come from the trainer scrape.
+OWNED = ("phase", "reason", "message", "observedGeneration", "conditions", "attempts", "startTime", "completionTime", "jobName")
+INVALID_SPEC = "InvalidSpec"
+# Pending that long with the scheduler saying no is worth a Stalled condition, not a shrug.
+UNSCHEDULABLE_AFTER_SECONDS = 300.0
+IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where the job stands, before it is spelled out as conditions."""
+
+    phase: str
+    reason: str
+    message: str
+    ready: bool = False
+    reconciling: bool = False
+    stalled: bool = False
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _dig(obj: Mapping[str, Any] | None, *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if not isinstance(obj, Mapping) or key not in obj or obj[key] is None:
+            return default
+        obj = obj[key]
+    return obj
+
+
+def _condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    for cond in _dig(obj, "status", "conditions", default=()):
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return cond
+    return None
+
+
+# --- pods ----------------------------------------------------------------------------------
+
+
+def pod_rank(pod: Mapping[str, Any]) -> int:
+    return int(_dig(pod, "metadata", "annotations", ANNOTATION_COMPLETION_INDEX, default="0") or 0)
+
+
+def _trainer_state(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for status in _dig(pod, "status", "containerStatuses", default=()):
+        if status.get("name") == CONTAINER:
+            return status
+    return {}
+
+
+def pod_problem(pod: Mapping[str, Any], now: datetime, unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS) -> tuple[str, str] | None:
+    """(reason, message) when a pod is failing or stuck; None when it is fine or still starting."""
+    name = _dig(pod, "metadata", "name", default="pod")
+    state = _trainer_state(pod)
+    terminated = _dig(state, "state", "terminated") or _dig(state, "lastState", "terminated")
+    if _dig(pod, "status", "phase") == "Failed":
+        if _dig(pod, "status", "reason") == "Evicted":
+            return "Evicted", f"pod {name} was evicted: {_dig(pod, 'status', 'message', default='')}".strip()
+        if terminated:
+            code = terminated.get("exitCode")
+            detail = (terminated.get("message") or "").strip()
+            if terminated.get("reason") == "OOMKilled" or code == 137 and "OOM" in (terminated.get("reason") or ""):
+                return "OOMKilled", f"pod {name} ran out of memory (OOMKilled); raise spec.resources.memory or lower spec.training.batchSize"
+            if code == EXIT_BAD_INPUT:
+                return "InvalidInput", f"pod {name}: the trainer rejected its config or data (exit code 2)" + (f": {detail}" if detail else "")
+            return "Error", f"pod {name}: the trainer exited with code {code}" + (f": {detail}" if detail else "")
+        return "Error", f"pod {name} failed: {_dig(pod, 'status', 'message', default='no details')}"
+    waiting = _dig(state, "state", "waiting")
+    if waiting and waiting.get("reason") in IMAGE_PULL_REASONS:
+        return "ImagePullBackOff", f"pod {name} cannot pull its image: {waiting.get('message') or waiting.get('reason')}"
+    for cond in _dig(pod, "status", "conditions", default=()):
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            since = parse_time(cond.get("lastTransitionTime")) or now
+            if (now - since).total_seconds() >= unschedulable_after:
+                return "Unschedulable", f"pod {name} has been unschedulable for over {int(unschedulable_after)}s: {cond.get('message', '')}".strip()
+    return None
+
+
+def _newest_failure(pods: Sequence[Mapping[str, Any]], now: datetime) -> tuple[str, str] | None:
+    failed = [p for p in pods if _dig(p, "status", "phase") == "Failed"]
+    failed.sort(key=lambda p: _dig(p, "metadata", "creationTimestamp", default=""))
+    for pod in reversed(failed):
+        found = pod_problem(pod, now)
+        if found:
+            return found
+    return None
+
+
+# --- the verdict -----------------------------------------------------------------------------
+
+
+def _attempts(job: Mapping[str, Any], nodes: int, previous: int) -> int:
+    """Attempts started: failed pods (per node) plus the one running or done now."""
+    status = _dig(job, "status", default={})
+    failed = int(status.get("failed") or 0)
+    current = 1 if (status.get("active") or status.get("succeeded") or _condition(job, "Complete")) else 0
+    return max(previous, -(-failed // max(nodes, 1)) + current)
+
+
+def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineTuneJobSpec | None, pods: Sequence[Mapping[str, Any]], now: datetime) -> Verdict:
+    reason = cond.get("reason") or "Failed"
+    message = cond.get("message") or "the training Job failed"
+    last = _newest_failure(pods, now)
+    if reason == "PodFailurePolicy" or (last and last[0] == "InvalidInput" and reason != "DeadlineExceeded"):
+        return Verdict(FAILED, "InvalidInput", last[1] if last else message, stalled=True)
+    if reason == "DeadlineExceeded":
+        limit = spec.run_policy.active_deadline_seconds if spec else None
+        message = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({limit}s)" if limit else message
+    elif reason == "BackoffLimitExceeded" and spec is not None:
+        message = f"failed after {spec.run_policy.backoff_limit} retries (spec.runPolicy.backoffLimit)"
+    if last:
+        message = f"{message}; last failure: {last[1]}"
+    return Verdict(FAILED, reason, message, stalled=True)
+
+
+def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
+             problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float) -> Verdict | None:
+    if problems:
+        return Verdict(FAILED, INVALID_SPEC, "; ".join(str(p) for p in problems), stalled=True)
+    if job is None:
+        if previous.get("phase") in TERMINAL and previous.get("reason") != INVALID_SPEC:
+            return None  # finished and cleaned up (TTL): the status stays as it was
+        return Verdict(PENDING, "CreatingJob", "creating the training Job", reconciling=True)
+
+    if cond := _condition(job, "Complete"):
+        return Verdict(SUCCEEDED, "Succeeded", "training finished; the model is in spec.output.uri/final/", ready=True)
+    if cond := (_condition(job, "Failed") or _condition(job, "FailureTarget")):
+        return _failed_verdict(job, cond, spec, pods, now)
+
+    assert spec is not None
+    policy = spec.run_policy
+    suspended = bool(_dig(job, "spec", "suspend", default=False))
+    active_pods = [p for p in pods if _dig(p, "status", "phase") in ("Pending", "Running")]
+    if policy.suspend:
+        if suspended and not active_pods:
+            return Verdict(SUSPENDED, "Suspended", "suspended by spec.runPolicy.suspend; set it to false to resume from the latest checkpoint")
+        return Verdict(SUSPENDED, "Suspending", "stopping the training pods", reconciling=True)
+    if suspended:
+        if policy.queue_name:
+            return Verdict(QUEUED, "Queued", f"waiting for Kueue to admit the workload (queue {policy.queue_name})", reconciling=True)
+        return Verdict(PENDING, "Resuming", "resuming from the latest checkpoint", reconciling=True)
+
+    nodes = spec.resources.nodes
+    retry = _newest_failure(pods, now)
+    retry_note = f" (retrying after: {retry[1]})" if retry else ""
+    for pod in active_pods:
+        if stuck := pod_problem(pod, now, unschedulable_after):
+            return Verdict(PENDING, stuck[0], stuck[1], reconciling=True, stalled=True)
+    running = [p for p in active_pods if _dig(p, "status", "phase") == "Running"]
+    if running:
+        if len(running) >= nodes:
+            return Verdict(RUNNING, "Training", f"training on {nodes} node(s){retry_note}", ready=True, reconciling=True)
+        return Verdict(RUNNING, "WaitingForNodes", f"{len(running)} of {nodes} training pods running{retry_note}", reconciling=True)
+    return Verdict(PENDING, "Starting", f"waiting for the training pods to start{retry_note}", reconciling=True)
+
+
+def build_conditions(verdict: Verdict, previous: Iterable[Mapping[str, Any]], generation: int, now: datetime) -> list[dict[str, Any]]:
+    """One condition per type; lastTransitionTime moves only when the status flips."""
+    truth = {
+        "Ready": verdict.ready,
+        "Reconciling": verdict.reconciling,
+        "Stalled": verdict.stalled,
+        "Succeeded": verdict.phase == SUCCEEDED,
+        "Failed": verdict.phase == FAILED,
+        "Suspended": verdict.phase == SUSPENDED,
+    }
+    before = {c.get("type"): c for c in previous or ()}
+    conditions = []
+    for type_ in CONDITION_TYPES:
+        status = "True" if truth[type_] else "False"
+        old = before.get(type_) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status else None
+        conditions.append({
+            "type": type_,
+            "status": status,
+            "reason": verdict.reason,
+            "message": verdict.message,
+            "lastTransitionTime": since or rfc3339(now),
+            "observedGeneration": generation,
+        })
+    return conditions
+
+
+def derive_status(
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    spec: FineTuneJobSpec | None,
+    generation: int,
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+    problems: Sequence[Problem] = (),
+    unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS,
+) -> dict[str, Any]:
+    """The operator-owned status fields (see OWNED) for this Job and these pods."""
+    previous = dict(previous or {})
+    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after)
+    if verdict is None:
+        kept = {k: previous[k] for k in OWNED if k in previous}
+        return {**kept, "observedGeneration": generation}
+
+    status: dict[str, Any] = {
+        "phase": verdict.phase,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "observedGeneration": generation,
+        "conditions": build_conditions(verdict, previous.get("conditions") or (), generation, now),
+        "attempts": int(previous.get("attempts") or 0),
+    }
+    for key in ("startTime", "completionTime", "jobName"):
+        if previous.get(key):
+            status[key] = previous[key]
+    if job is not None:
+        nodes = spec.resources.nodes if spec else 1
+        status["attempts"] = _attempts(job, nodes, status["attempts"])
+        status["jobName"] = _dig(job, "metadata", "name")
+        started = _dig(job, "status", "startTime")
+        # The first start counts: a Job's startTime resets on every resume from suspend.
+        if started and not status.get("startTime"):
+            status["startTime"] = started
+    if verdict.phase in TERMINAL and not status.get("completionTime"):
+        done = _dig(job, "status", "completionTime") if verdict.phase == SUCCEEDED else None
+        failed = _condition(job, "Failed") if job else None
+        status["completionTime"] = done or (failed or {}).get("lastTransitionTime") or rfc3339(now)
+    return status
+
+
+def status_patch(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the owned fields that differ: an empty dict means no API call at all."""
+    current = current or {}
+    return {k: v for k, v in new.items() if current.get(k) != v}
+
+
+def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) Events for what changed between two statuses."""
+    old = old or {}
+    before, after = old.get("phase"), new.get("phase")
+    message = new.get("message", "")
+    events: list[tuple[str, str, str]] = []
+    if after != before:
+        if after == RUNNING:
+            events.append(("Normal", "Started", message))
+        elif after == QUEUED:
+            events.append(("Normal", "Queued", message))
+        elif after == SUSPENDED:
+            events.append(("Normal", "Suspended", message))
+        elif after == SUCCEEDED:
+            events.append(("Normal", "Succeeded", message))
+        elif after == FAILED:
+            events.append(("Warning", "Failed", f"{new.get('reason')}: {message}"))
+        if before == SUSPENDED and after not in TERMINAL:
+            events.append(("Normal", "Resumed", "resuming from the latest checkpoint"))
+    if after not in TERMINAL and int(new.get("attempts") or 0) > max(int(old.get("attempts") or 0), 1):
+        events.append(("Warning", "Retrying", f"attempt {new['attempts']}: {message}"))
+    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable"):
+        events.append(("Warning", new["reason"], message))
+    return events

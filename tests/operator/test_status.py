@@ -1,0 +1,183 @@
+"""Table-driven tests of `derive_status`: every phase and every failure reason."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.api.typed import Problem
+from tuneloop.operator.status import CONDITION_TYPES, derive_status, pod_problem, status_patch, transition_events
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = "2025-01-01T11:00:00Z"
+BASE = {"task": "causal-lm-sft", "model": {"source": "s3://m/x"}, "dataset": {"train": "s3://d/t.jsonl"},
+        "output": {"uri": "s3://o/run"}}
+
+
+def spec(**overrides: Any) -> FineTuneJobSpec:
+    return FineTuneJobSpec.from_dict({**BASE, **overrides})
+
+
+def job(*, suspend: bool = False, active: int = 0, failed: int = 0, succeeded: int = 0, ready: int = 0,
+        conditions: list | None = None, start: str | None = T0, completion: str | None = None) -> dict:
+    status: dict[str, Any] = {"active": active, "failed": failed, "succeeded": succeeded, "ready": ready,
+                              "conditions": conditions or []}
+    if start:
+        status["startTime"] = start
+    if completion:
+        status["completionTime"] = completion
+    return {"metadata": {"name": "ft-trainer", "uid": "job-uid"}, "spec": {"suspend": suspend}, "status": status}
+
+
+def cond(type_: str, reason: str = "", message: str = "", at: str = "2025-01-01T11:30:00Z") -> dict:
+    return {"type": type_, "status": "True", "reason": reason, "message": message, "lastTransitionTime": at}
+
+
+def pod(phase: str = "Running", *, name: str = "ft-trainer-abc", created: str = T0, rank: int = 0,
+        terminated: dict | None = None, waiting: dict | None = None, conditions: list | None = None,
+        reason: str | None = None) -> dict:
+    state: dict[str, Any] = {}
+    if terminated:
+        state["terminated"] = terminated
+    if waiting:
+        state["waiting"] = waiting
+    status: dict[str, Any] = {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}],
+                              "conditions": conditions or []}
+    if reason:
+        status["reason"] = reason
+    return {"metadata": {"name": name, "creationTimestamp": created,
+                         "annotations": {"batch.kubernetes.io/job-completion-index": str(rank)}},
+            "status": status}
+
+
+OOM = pod("Failed", name="p-oom", terminated={"exitCode": 137, "reason": "OOMKilled"})
+EXIT2 = pod("Failed", name="p-bad", terminated={"exitCode": 2, "reason": "Error", "message": "missing column `label` in train.jsonl"})
+EXIT1 = pod("Failed", name="p-err", terminated={"exitCode": 1, "reason": "Error"})
+PULL = pod("Pending", name="p-pull", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope\""})
+UNSCHED_OLD = pod("Pending", name="p-uns", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                         "message": "0/3 nodes have nvidia.com/gpu", "lastTransitionTime": "2025-01-01T11:00:00Z"}])
+UNSCHED_NEW = pod("Pending", name="p-uns", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                         "message": "0/3 nodes", "lastTransitionTime": "2025-01-01T11:59:00Z"}])
+
+# (id, job, pods, spec overrides, expected phase, expected reason, message fragment, true conditions)
+CASES = [
+    ("no job yet", None, [], {}, "Pending", "CreatingJob", "creating", {"Reconciling"}),
+    ("job created, pods starting", job(active=1), [pod("Pending")], {}, "Pending", "Starting", "waiting", {"Reconciling"}),
+    ("running", job(active=1, ready=1), [pod("Running")], {}, "Running", "Training", "1 node", {"Ready", "Reconciling"}),
+    ("multi-node partly running", job(active=2), [pod("Running"), pod("Pending", rank=1)], {"resources": {"nodes": 2}},
+     "Running", "WaitingForNodes", "1 of 2", {"Reconciling"}),
+    ("retrying after OOM", job(active=1, failed=1), [OOM, pod("Running", created="2025-01-01T11:10:00Z")], {},
+     "Running", "Training", "OOMKilled", {"Ready", "Reconciling"}),
+    ("succeeded", job(succeeded=1, conditions=[cond("Complete")], completion="2025-01-01T11:50:00Z"), [pod("Succeeded")], {},
+     "Succeeded", "Succeeded", "final", {"Ready", "Succeeded"}),
+    ("deadline exceeded", job(failed=1, conditions=[cond("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]),
+     [], {"runPolicy": {"activeDeadlineSeconds": 600}}, "Failed", "DeadlineExceeded", "activeDeadlineSeconds (600s)", {"Failed", "Stalled"}),
+    ("backoff limit, OOM", job(failed=4, conditions=[cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]),
+     [OOM], {}, "Failed", "BackoffLimitExceeded", "OOMKilled", {"Failed", "Stalled"}),
+    ("backoff limit, exit 1", job(failed=4, conditions=[cond("Failed", "BackoffLimitExceeded")]),
+     [EXIT1], {}, "Failed", "BackoffLimitExceeded", "exited with code 1", {"Failed", "Stalled"}),
+    ("bad input: exit 2", job(failed=1, conditions=[cond("Failed", "PodFailurePolicy", "Container trainer for pod exited with code 2")]),
+     [EXIT2], {}, "Failed", "InvalidInput", "missing column `label`", {"Failed", "Stalled"}),
+    ("failure target counts as failed", job(failed=1, active=1, conditions=[cond("FailureTarget", "PodFailurePolicy")]),
+     [EXIT2], {}, "Failed", "InvalidInput", "exit code 2", {"Failed", "Stalled"}),
+    ("image pull backoff", job(active=1), [PULL], {}, "Pending", "ImagePullBackOff", "nope", {"Reconciling", "Stalled"}),
+    ("unschedulable too long", job(active=1), [UNSCHED_OLD], {}, "Pending", "Unschedulable", "nvidia.com/gpu", {"Reconciling", "Stalled"}),
+    ("unschedulable briefly", job(active=1), [UNSCHED_NEW], {}, "Pending", "Starting", "waiting", {"Reconciling"}),
+    ("queued in kueue", job(suspend=True, start=None), [], {"runPolicy": {"queueName": "team-a"}},
+     "Queued", "Queued", "team-a", {"Reconciling"}),
+    ("suspended", job(suspend=True), [], {"runPolicy": {"suspend": True}}, "Suspended", "Suspended", "resume", {"Suspended"}),
+    ("suspending", job(active=1), [pod("Running")], {"runPolicy": {"suspend": True}}, "Suspended", "Suspending", "stopping",
+     {"Suspended", "Reconciling"}),
+    ("resuming", job(suspend=True), [], {}, "Pending", "Resuming", "checkpoint", {"Reconciling"}),
+    ("evicted then retried", job(active=1), [pod("Failed", name="p-ev", reason="Evicted"), pod("Pending", created="2025-01-01T11:10:00Z")],
+     {}, "Pending", "Starting", "evicted", {"Reconciling"}),
+]
+
+
+@pytest.mark.parametrize("job_, pods, overrides, phase, reason, fragment, true_conditions",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_derive_status(job_: dict | None, pods: list, overrides: dict, phase: str, reason: str, fragment: str,
+                       true_conditions: set) -> None:
+    status = derive_status(job_, pods, spec=spec(**overrides), generation=3, previous={}, now=NOW)
+    assert status["phase"] == phase
+    assert status["reason"] == reason
+    assert fragment in status["message"]
+    assert status["observedGeneration"] == 3
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert list(conditions) == list(CONDITION_TYPES)
+    assert {t for t, c in conditions.items() if c["status"] == "True"} == true_conditions
+    for c in conditions.values():
+        assert c["reason"] == reason and c["observedGeneration"] == 3 and c["lastTransitionTime"]
+
+
+def test_invalid_spec_is_failed_and_stalled_with_the_exact_problem() -> None:
+    problems = [Problem("spec.output.uri", "scheme 'gs' is not supported; use s3://bucket/prefix")]
+    status = derive_status(None, [], spec=None, problems=problems, generation=1, previous={}, now=NOW)
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "InvalidSpec"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert stalled["message"] == "spec.output.uri: scheme 'gs' is not supported; use s3://bucket/prefix"
+
+
+def test_times_attempts_and_job_name() -> None:
+    running = derive_status(job(active=1, failed=2), [pod()], spec=spec(), generation=1, previous={}, now=NOW)
+    assert running["attempts"] == 3
+    assert running["startTime"] == T0
+    assert running["jobName"] == "ft-trainer"
+    assert "completionTime" not in running
+    # After a suspend/resume the Job's own startTime moves; ours stays the first start.
+    resumed = derive_status(job(active=1, failed=2, start="2025-01-01T11:55:00Z"), [pod()], spec=spec(), generation=1,
+                            previous=running, now=NOW)
+    assert resumed["startTime"] == T0
+    done = derive_status(job(succeeded=1, failed=2, conditions=[cond("Complete")], completion="2025-01-01T11:59:00Z"), [],
+                         spec=spec(), generation=1, previous=resumed, now=NOW)
+    assert done["completionTime"] == "2025-01-01T11:59:00Z"
+    assert done["attempts"] == 3
+    multi = derive_status(job(active=2, failed=2), [pod()], spec=spec(resources={"nodes": 2}), generation=1, previous={}, now=NOW)
+    assert multi["attempts"] == 2  # one failed attempt of two pods, then the current one
+
+
+def test_finished_job_deleted_by_ttl_keeps_its_status() -> None:
+    done = derive_status(job(succeeded=1, conditions=[cond("Complete")], completion="2025-01-01T11:59:00Z"), [], spec=spec(),
+                         generation=1, previous={}, now=NOW)
+    later = derive_status(None, [], spec=spec(), generation=1, previous=done, now=NOW + timedelta(hours=1))
+    assert later == done
+    assert status_patch(done, later) == {}
+
+
+def test_unchanged_world_patches_nothing_and_keeps_transition_times() -> None:
+    first = derive_status(job(active=1), [pod()], spec=spec(), generation=1, previous={}, now=NOW)
+    again = derive_status(job(active=1), [pod()], spec=spec(), generation=1, previous=first, now=NOW + timedelta(minutes=5))
+    assert status_patch(first, again) == {}
+    done = derive_status(job(succeeded=1, conditions=[cond("Complete")]), [], spec=spec(), generation=1, previous=first,
+                         now=NOW + timedelta(minutes=9))
+    by_type = {c["type"]: c for c in done["conditions"]}
+    first_by_type = {c["type"]: c for c in first["conditions"]}
+    assert by_type["Ready"]["lastTransitionTime"] == first_by_type["Ready"]["lastTransitionTime"]  # True -> True
+    assert by_type["Succeeded"]["lastTransitionTime"] == "2025-01-01T12:09:00Z"
+    assert set(status_patch(first, done)) >= {"phase", "conditions", "completionTime"}
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ({"phase": "Pending"}, {"phase": "Running", "attempts": 1}, [("Normal", "Started")]),
+    ({"phase": "Running", "attempts": 1}, {"phase": "Running", "attempts": 2}, [("Warning", "Retrying")]),
+    ({"phase": "Running"}, {"phase": "Suspended"}, [("Normal", "Suspended")]),
+    ({"phase": "Suspended"}, {"phase": "Pending"}, [("Normal", "Resumed")]),
+    ({"phase": "Running"}, {"phase": "Succeeded"}, [("Normal", "Succeeded")]),
+    ({"phase": "Running"}, {"phase": "Failed", "reason": "DeadlineExceeded"}, [("Warning", "Failed")]),
+    ({}, {"phase": "Failed", "reason": "InvalidSpec"}, [("Warning", "Failed")]),
+    ({"phase": "Pending"}, {"phase": "Queued"}, [("Normal", "Queued")]),
+    ({"phase": "Running"}, {"phase": "Running"}, []),
+    ({"phase": "Pending", "reason": "Starting"}, {"phase": "Pending", "reason": "ImagePullBackOff"}, [("Warning", "ImagePullBackOff")]),
+])
+def test_transition_events(old: dict, new: dict, expected: list) -> None:
+    assert [(t, r) for t, r, _ in transition_events(old, {"message": "m", **new})] == expected
+
+
+def test_pod_problem_none_for_healthy_pods() -> None:
+    assert pod_problem(pod("Running"), NOW) is None
+    assert pod_problem(pod("Pending"), NOW) is None
