@@ -81,6 +81,7 @@ class RuntimeSettings:
     job_name: str = env("TUNELOOP_JOB_NAME", "FineTuneJob name: the `job` label of every metric.", "local")
     namespace: str = env("TUNELOOP_NAMESPACE", "FineTuneJob namespace: the `namespace` label of every metric.", "default")
     metrics_port: int = env("TUNELOOP_METRICS_PORT", "Port of the Prometheus endpoint on rank 0 (0 disables).", 9400, kind=int)
+    progress: str = env("TUNELOOP_PROGRESS", "Progress bar on rank 0: auto (on a terminal only), always or never.", "auto")
     cache_dir: str = env(
         "TUNELOOP_CACHE_DIR", "Where base models from S3 are downloaded once (per URI).", "~/.cache/tuneloop"
     )

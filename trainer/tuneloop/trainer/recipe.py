@@ -101,6 +101,9 @@ class Recipe:
     def setup(self, *, resume: bool = True) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-file load/save bars: noise next to ours
 
         spec, training = self.spec, self.spec.training
         self.accelerator = Accelerator(mixed_precision=mixed_precision(training.precision), cpu=not torch.cuda.is_available())
@@ -471,9 +474,10 @@ class Recipe:
     def _progress_bar(self, initial: int) -> Any:
         from tqdm.auto import tqdm
 
-        # On rank 0 only, and only on a terminal (disable=None): pod logs get one line per event instead.
+        # Rank 0 only; "auto" shows it on a terminal only (disable=None), so pod logs get one line per event.
+        disable = {"always": False, "never": True}.get(self.settings.progress) if self.is_main else True
         return tqdm(total=self.total_steps, initial=initial, desc="training", unit="step",
-                    disable=None if self.is_main else True, dynamic_ncols=True)
+                    disable=disable, dynamic_ncols=True)
 
     @staticmethod
     def _fmt(result: dict[str, float]) -> str:
