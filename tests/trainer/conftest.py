@@ -1,136 +1,24 @@
-"""Shared fixtures: moto's S3 server over real HTTP, tiny models and tokenizers, datasets.
+"""Shared fixtures: moto's S3 server over real HTTP, tiny models, trainer runs.
 
-Tiny models are built here from a config (2 layers, hidden 32) with a WordLevel tokenizer
-built from the test vocabulary, saved with `save_pretrained` (safetensors) and uploaded to
-the moto server, so every test exercises the same S3 code as production.
+Helpers (tiny models, datasets, S3 helpers) live in trainer_testkit.py, importable from the
+test modules because this folder is put on sys.path here (pytest runs with
+--import-mode=importlib, which does not do that itself).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-BUCKET = "tuneloop-test"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# A small closed vocabulary: every word a dataset below uses.
-COLORS = ["red", "green", "blue", "yellow", "black", "white", "pink", "gray"]
-FRUITS = ["apple", "lime", "plum", "lemon", "grape", "peach", "cherry", "melon"]
-NOISE = ["the", "a", "is", "of", "and", "to", "my", "it", "was", "very", "today", "again", "please", "now", "here"]
-TOPICS = {"billing": ["invoice", "refund", "charge", "payment"], "tech": ["crash", "error", "bug", "login"],
-          "sales": ["pricing", "demo", "quote", "upgrade"]}
-EXTRA = ["what", "color", "fruit", "good", "bad", "okay", "user", "assistant", ":", "\n"]
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "<s>", "</s>"]
-VOCAB = SPECIALS + sorted(set(COLORS + FRUITS + NOISE + [w for ws in TOPICS.values() for w in ws] + EXTRA))
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ '<s>' + m['role'] + ' : ' + m['content'] + ' </s>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<s>assistant : ' }}{% endif %}"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def build_tokenizer(kind: str, chat_template: str | None = None) -> Any:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
-    if kind == "bert":
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", VOCAB.index("[CLS]")), ("[SEP]", VOCAB.index("[SEP]"))])
-        wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                          cls_token="[CLS]", sep_token="[SEP]")
-    else:
-        wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                          bos_token="<s>", eos_token="</s>")
-    if chat_template:
-        wrapped.chat_template = chat_template
-    return wrapped
-
-
-def build_tiny_model(kind: str, path: Path, chat_template: str | None = None) -> Path:
-    """A 2-layer model of `kind` (llama | bert) with random weights, saved as safetensors."""
-    import torch
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(kind, chat_template)
-    if kind == "llama":
-        config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             pad_token_id=0, bos_token_id=VOCAB.index("<s>"), eos_token_id=VOCAB.index("</s>"))
-        model = LlamaForCausalLM(config)
-    else:
-        config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=2, max_position_embeddings=128, pad_token_id=0)
-        model = BertModel(config)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
-
-
-# ------------------------------------------------------------------------------- datasets
-
-
-def sft_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """Learnable: the response names the fruit paired with the colour in the prompt."""
-    rng = random.Random(seed)
-    pairs = dict(zip(COLORS, FRUITS))
-    rows = []
-    for _ in range(n):
-        color = rng.choice(COLORS)
-        noise = " ".join(rng.sample(NOISE, rng.randint(0, 3)))
-        rows.append({"prompt": f"what fruit {noise} {color}".replace("  ", " "), "response": f"{pairs[color]} {pairs[color]}"})
-    return rows
-
-
-def classification_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """Learnable: one topic keyword among noise words decides the queue."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.choice(sorted(TOPICS))
-        words = rng.sample(NOISE, rng.randint(2, 6)) + [rng.choice(TOPICS[label])]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
-def regression_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Learnable: the target is the number of `good` minus `bad` words."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        good, bad = rng.randint(0, 3), rng.randint(0, 3)
-        words = ["good"] * good + ["bad"] * bad + rng.sample(NOISE, rng.randint(1, 4))
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": float(good - bad)})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-# ------------------------------------------------------------------------------- fixtures
-
+from trainer_testkit import (BUCKET, CHAT_TEMPLATE, build_tiny_model, build_tokenizer, free_port,  # noqa: E402
+                             upload_dir, write_config)
 
 @pytest.fixture(scope="session")
 def s3() -> Any:
@@ -162,16 +50,6 @@ def s3() -> Any:
                 os.environ[k] = v
 
 
-def upload_dir(client: Any, local: Path, prefix: str) -> str:
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}")
-    return f"s3://{BUCKET}/{prefix}"
-
-
-def upload_jsonl(client: Any, key: str, rows: list[dict[str, Any]]) -> str:
-    client.put_object(Bucket=BUCKET, Key=key, Body="".join(json.dumps(r) + "\n" for r in rows).encode())
-    return f"s3://{BUCKET}/{key}"
 
 
 @pytest.fixture(scope="session")
@@ -204,10 +82,6 @@ def trainer_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     return dict(os.environ)
 
 
-def write_config(path: Path, spec: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
 
 @pytest.fixture
 def run_trainer(tmp_path: Path, trainer_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
@@ -222,17 +96,24 @@ def run_trainer(tmp_path: Path, trainer_env: dict[str, str]) -> Callable[..., su
     return run
 
 
-def read_json(client: Any, key: str) -> Any:
-    return json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-
-
-def list_keys(client: Any, prefix: str) -> list[str]:
-    out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
-        out += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(out)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama_chat_tokenizer() -> Any:
     return build_tokenizer("llama", CHAT_TEMPLATE)
+
+
+@pytest.fixture
+def run_inprocess(tmp_path: Path, trainer_env: dict[str, str], capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
+    """Run `tuneloop-train` in this process (faster than a subprocess): (exit code, stdout, stderr)."""
+    from tuneloop.trainer import cli
+
+    def run(spec: dict[str, Any] | None, *args: str, config: Path | None = None) -> tuple[int, str, str]:
+        if config is None:
+            config = write_config(tmp_path / "config.yaml", spec or {})
+        capsys.readouterr()
+        code = cli.main(["--config", str(config), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -469,7 +469,7 @@ class Recipe:
         def handler(signum: int, frame: Any) -> None:
             self.stop_requested = True
 
-        signal.signal(signal.SIGTERM, handler)
+        self._previous_sigterm = signal.signal(signal.SIGTERM, handler)
 
     def _progress_bar(self, initial: int) -> Any:
         from tqdm.auto import tqdm
@@ -487,9 +487,13 @@ class Recipe:
         import shutil
 
         try:
-            self.publisher.wait()
+            if getattr(self, "publisher", None) is not None:
+                self.publisher.wait()
         finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            if getattr(self, "_previous_sigterm", None) is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            if getattr(self, "staging", None) is not None:
+                shutil.rmtree(self.staging, ignore_errors=True)
 
 
 
