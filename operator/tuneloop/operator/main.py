@@ -45,8 +45,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tuneloop.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="tuneloop.dev", key="last-handled-configuration")
-    # Events are ours (Created, Started, Retrying, ...), not kopf's log lines.
-    settings.posting.enabled = False
+    # Events are ours (Created, Started, Retrying, ... via kopf.event); of kopf's own log
+    # lines only errors become Events (`enabled = False` would silence kopf.event too).
+    settings.posting.level = logging.ERROR
     settings.posting.reporting_component = "tuneloop-operator"
     # Two replicas: the one with the higher priority works, the other waits (kopf peering).
     # Equal priorities would freeze both, hence a random one unless given; a dead leader's

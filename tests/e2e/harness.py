@@ -1,0 +1,278 @@
+"""End-to-end helpers that speak only the Kubernetes API (so the same tests run against the
+emulator or a real cluster), and run the real operator as a subprocess.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import urlencode
+
+import kubernetes
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+FTJ_API = "tuneloop.dev/v1alpha1"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"{status}: {body[:500]}")
+        self.status = status
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
+                  sub: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+class Api:
+    """Raw JSON over the kubeconfig's connection (auth and TLS handled by the kubernetes client)."""
+
+    def __init__(self, kubeconfig: str | os.PathLike):
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+        self.client = kubernetes.client.ApiClient(config)
+
+    def request(self, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
+                content_type: str = "application/json") -> Any:
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, _ = self.client.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = self.client.call_api(method, url, headers, body, _request_timeout=(5, 30))
+        response.read()
+        text = response.data.decode() if response.data else ""
+        if response.status >= 400:
+            raise ApiError(response.status, text)
+        return json.loads(text) if text else None
+
+    def get(self, path: str) -> Any:
+        try:
+            return self.request("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, path: str, **query: str) -> list[dict]:
+        return self.request("GET", path, query=query or None)["items"]
+
+    def create(self, path: str, body: Mapping[str, Any]) -> dict:
+        return self.request("POST", path, dict(body))
+
+    def patch(self, path: str, body: Mapping[str, Any]) -> dict:
+        return self.request("PATCH", path, dict(body), content_type="application/merge-patch+json")
+
+    def delete(self, path: str, **query: str) -> Any:
+        try:
+            return self.request("DELETE", path, query=query or None)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll until `probe()` is truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OperatorProcess:
+    """`tuneloop-operator` in a subprocess: started, killed (SIGKILL) or stopped like a pod."""
+
+    def __init__(self, kubeconfig: str | os.PathLike, namespace: str, log_dir: Path, **env: str):
+        self.kubeconfig = str(kubeconfig)
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.starts += 1
+        self.port = free_port()
+        self.log_path = self.log_dir / f"operator-{self.starts}.log"
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "TUNELOOP_STATUS_INTERVAL": "0.3",
+               "TUNELOOP_SCRAPE_INTERVAL": "0.5", "TUNELOOP_SCRAPE_TIMEOUT": "1", **self.env}
+        cmd = [sys.executable, "-m", "tuneloop.operator.main", "--standalone", "--namespace", self.namespace,
+               "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--verbose"]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"operator not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when a node dies mid-flight."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+# --- object helpers -----------------------------------------------------------------------------
+
+
+def finetunejob(name: str, namespace: str, **spec: Any) -> dict:
+    base = {
+        "task": "sequence-classification",
+        "model": {"source": "s3://models/base/minilm/"},
+        "dataset": {"train": "s3://data/tickets/train.csv"},
+        "output": {"uri": "s3://models/out/demo/"},
+        "training": {"epochs": 1, "packing": False},
+        "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
+    }
+    for key, value in spec.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return {"apiVersion": FTJ_API, "kind": "FineTuneJob", "metadata": {"name": name, "namespace": namespace}, "spec": base}
+
+
+class Cluster:
+    """What a test does to the cluster, in the words of the test."""
+
+    def __init__(self, api: Api, namespace: str):
+        self.api, self.ns = api, namespace
+
+    # FineTuneJobs
+    def ftj_path(self, name: str | None = None, sub: str | None = None) -> str:
+        return resource_path(FTJ_API, "finetunejobs", self.ns, name, sub)
+
+    def create_ftj(self, name: str, **spec: Any) -> dict:
+        return self.api.create(self.ftj_path(), finetunejob(name, self.ns, **spec))
+
+    def ftj(self, name: str) -> dict | None:
+        return self.api.get(self.ftj_path(name))
+
+    def status(self, name: str) -> dict:
+        return (self.ftj(name) or {}).get("status") or {}
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 15, **expected: Any) -> dict:
+        def probe() -> dict | None:
+            status = self.status(name)
+            ok = status.get("phase") == phase and all(status.get(k) == v for k, v in expected.items())
+            return status if ok else None
+        return wait_for(probe, timeout=timeout, what=f"{name} phase {phase} {expected or ''}".strip())
+
+    def condition(self, name: str, type_: str) -> dict:
+        return next(c for c in self.status(name).get("conditions", []) if c["type"] == type_)
+
+    def events(self, name: str) -> list[dict]:
+        events = self.api.list(resource_path("v1", "events", self.ns))
+        return [e for e in events if (e.get("involvedObject") or {}).get("name") == name
+                and (e.get("involvedObject") or {}).get("kind") == "FineTuneJob"]
+
+    def event_reasons(self, name: str) -> list[str]:
+        return [e["reason"] for e in sorted(self.events(name), key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")]
+
+    def wait_event(self, name: str, reason: str, timeout: float = 10) -> dict:
+        return wait_for(lambda: next((e for e in self.events(name) if e["reason"] == reason), None), timeout=timeout,
+                        what=f"a {reason} event for {name}")
+
+    # Children
+    def job(self, name: str) -> dict | None:
+        return self.api.get(resource_path("batch/v1", "jobs", self.ns, name))
+
+    def jobs(self, ftj: str) -> list[dict]:
+        return self.api.list(resource_path("batch/v1", "jobs", self.ns), labelSelector=f"tuneloop.dev/finetunejob={ftj}")
+
+    def wait_job(self, name: str, timeout: float = 15) -> dict:
+        return wait_for(lambda: self.job(name), timeout=timeout, what=f"Job {name}")
+
+    def config_map(self, name: str) -> dict | None:
+        return self.api.get(resource_path("v1", "configmaps", self.ns, name))
+
+    def service(self, name: str) -> dict | None:
+        return self.api.get(resource_path("v1", "services", self.ns, name))
+
+    def pods(self, ftj: str) -> list[dict]:
+        return self.api.list(resource_path("v1", "pods", self.ns), labelSelector=f"tuneloop.dev/finetunejob={ftj}")
+
+    # Playing the Job controller and the kubelet
+    def job_status(self, job: dict, **status: Any) -> dict:
+        return self.api.patch(resource_path("batch/v1", "jobs", self.ns, job["metadata"]["name"], "status"), {"status": status})
+
+    def start_pod(self, job: dict, *, suffix: str, index: int = 0, phase: str = "Running", metrics_port: int | None = None,
+                  container: dict | None = None, created: str | None = None, **status: Any) -> dict:
+        template = copy.deepcopy(job["spec"]["template"])
+        meta = job["metadata"]
+        if metrics_port is not None:
+            for port in template["spec"]["containers"][0]["ports"]:
+                if port["name"] == "metrics":
+                    port["containerPort"] = metrics_port
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{meta['name']}-{index}-{suffix}",
+                "namespace": self.ns,
+                "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": meta["name"]},
+                "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+                                     "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": template["spec"],
+        }
+        created_pod = self.api.create(resource_path("v1", "pods", self.ns), pod)
+        return self.pod_status(created_pod["metadata"]["name"], phase=phase, container=container, **status)
+
+    def pod_status(self, name: str, *, phase: str, container: dict | None = None, **status: Any) -> dict:
+        body = {"phase": phase, "podIP": "127.0.0.1",
+                "containerStatuses": [{"name": "trainer", "ready": phase == "Running", "restartCount": 0,
+                                       "image": "trainer", "imageID": "", "state": container or {"running": {}}}],
+                **status}
+        return self.api.patch(resource_path("v1", "pods", self.ns, name, "status"), {"status": body})

@@ -1,0 +1,254 @@
+"""The real operator (a subprocess of `tuneloop-operator`) against the Kubernetes API.
+
+The tests play the Job controller and the kubelet: they create the pods and patch the Job's
+and pods' `status`, then check what the FineTuneJob's status and Events say.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from e2e.harness import Cluster, OperatorProcess, free_port, wait_for
+
+NOW = "2025-01-01T00:00:00Z"
+
+
+def owner_uids(obj: dict) -> list[str]:
+    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences", [])]
+
+
+def env_of(job: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+@pytest.fixture
+def trainer_metrics() -> Iterator[tuple[int, dict]]:
+    """A stand-in for the trainer's metrics endpoint on 127.0.0.1 (the pods' podIP here)."""
+    page = {"text": ""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page["text"].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], page
+    server.shutdown()
+
+
+def exposition(job: str, namespace: str, step: int, total: int, loss: float, latest: str) -> str:
+    labels = f'job="{job}",namespace="{namespace}"'
+    return (
+        f"# TYPE tuneloop_trainer_step gauge\ntuneloop_trainer_step{{{labels}}} {step}\n"
+        f"# TYPE tuneloop_trainer_total_steps gauge\ntuneloop_trainer_total_steps{{{labels}}} {total}\n"
+        f"# TYPE tuneloop_trainer_progress_ratio gauge\ntuneloop_trainer_progress_ratio{{{labels}}} {step / total}\n"
+        f"# TYPE tuneloop_trainer_train_loss gauge\ntuneloop_trainer_train_loss{{{labels}}} {loss}\n"
+        f"# TYPE tuneloop_trainer_checkpoint_info gauge\n"
+        f'tuneloop_trainer_checkpoint_info{{{labels},kind="latest",uri="{latest}"}} 1\n'
+    )
+
+
+def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, operator: OperatorProcess) -> None:
+    ftj = cluster.create_ftj("dist", resources={"nodes": 2, "gpusPerNode": 4},
+                             storage={"endpoint": "http://minio:9000", "credentialsSecret": {"name": "s3"}})
+    uid = ftj["metadata"]["uid"]
+    job = cluster.wait_job("dist-trainer")
+    assert owner_uids(job) == [uid]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    assert job["spec"]["suspend"] is False
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    env = env_of(job)
+    assert env["MASTER_ADDR"] == "dist-trainer-0.dist-trainer"
+    assert env["NNODES"] == "2" and env["NPROC_PER_NODE"] == "4"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}}
+    assert job["spec"]["template"]["spec"]["subdomain"] == "dist-trainer"
+
+    config_map = cluster.config_map("dist-config")
+    assert owner_uids(config_map) == [uid]
+    assert "s3://models/out/demo/" in config_map["data"]["config.yaml"]
+    service = cluster.service("dist-trainer")
+    assert service["spec"]["clusterIP"] == "None" and owner_uids(service) == [uid]
+
+    status = cluster.wait_phase("dist", "Pending", jobName="dist-trainer")
+    assert status["observedGeneration"] == ftj["metadata"].get("generation", 1)
+    cluster.wait_event("dist", "Created")
+
+
+def test_status_and_events_follow_the_job(cluster: Cluster, operator: OperatorProcess, trainer_metrics: tuple[int, dict]) -> None:
+    port, page = trainer_metrics
+    cluster.create_ftj("sft")
+    job = cluster.wait_job("sft-trainer")
+    cluster.wait_phase("sft", "Pending")
+
+    # First attempt runs, reports progress, then is OOMKilled.
+    page["text"] = exposition("sft", cluster.ns, 30, 120, 1.5, "s3://models/out/demo/checkpoints/step-00000030/")
+    cluster.start_pod(job, suffix="a", metrics_port=port, created="2025-01-01T00:00:00Z")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    status = cluster.wait_phase("sft", "Running", reason="Training")
+    assert cluster.condition("sft", "Ready")["status"] == "True"
+    assert status["startTime"] == NOW and status["attempts"] == 1
+    cluster.wait_event("sft", "Started")
+    scraped = wait_for(lambda: (s := cluster.status("sft")).get("progress", {}).get("step") == 30 and s, what="progress")
+    assert scraped["progress"]["totalSteps"] == 120 and scraped["progress"]["percent"] == 25.0
+    assert scraped["metrics"]["train_loss"] == 1.5
+    assert scraped["checkpoints"]["latest"].endswith("step-00000030/")
+
+    cluster.pod_status("sft-trainer-0-a", phase="Failed",
+                       container={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
+    cluster.start_pod(job, suffix="b", metrics_port=port)
+    cluster.job_status(job, active=1, failed=1)
+    status = cluster.wait_phase("sft", "Running", attempts=2)
+    assert "OOMKilled" in status["message"]
+    retry = cluster.wait_event("sft", "Retrying")
+    assert retry["type"] == "Warning"
+
+    # The second attempt finishes.
+    cluster.pod_status("sft-trainer-0-b", phase="Succeeded", container={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    cluster.job_status(job, active=0, succeeded=1, completionTime="2025-01-01T01:00:00Z",
+                       conditions=[{"type": "Complete", "status": "True", "lastTransitionTime": "2025-01-01T01:00:00Z"}])
+    status = cluster.wait_phase("sft", "Succeeded")
+    assert status["completionTime"] == "2025-01-01T01:00:00Z"
+    assert status["checkpoints"]["final"] == "s3://models/out/demo/final/"
+    assert cluster.condition("sft", "Succeeded")["status"] == "True"
+    cluster.wait_event("sft", "Succeeded")
+    reasons = cluster.event_reasons("sft")
+    assert [r for r in reasons if r in ("Created", "Started", "Retrying", "Succeeded")] == ["Created", "Started", "Retrying", "Succeeded"]
+
+
+def test_restart_mid_flight_never_makes_a_second_job(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("again")
+    job = cluster.wait_job("again-trainer")
+    cluster.wait_phase("again", "Pending")
+    operator.kill()
+
+    # The world moves on while the operator is down.
+    cluster.start_pod(job, suffix="a")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    operator.start()
+    cluster.wait_phase("again", "Running")
+    operator.kill()
+    operator.start()
+    time.sleep(1.0)  # a few status intervals after the restart
+    assert [j["metadata"]["name"] for j in cluster.jobs("again")] == ["again-trainer"]
+    assert [j["metadata"]["uid"] for j in cluster.jobs("again")] == [job["metadata"]["uid"]]
+    assert [r for r in cluster.event_reasons("again") if r == "Started"] == ["Started"]
+
+
+def test_invalid_spec_fails_with_the_message_and_no_child(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("bad", storage={"credentialsSecret": {"name": "s3", "namespace": "elsewhere"}})
+    status = cluster.wait_phase("bad", "Failed", reason="InvalidSpec")
+    stalled = cluster.condition("bad", "Stalled")
+    assert stalled["status"] == "True"
+    assert stalled["message"].startswith("spec.storage.credentialsSecret.namespace: the Secret must live in the FineTuneJob's namespace")
+    assert status["message"] == stalled["message"]
+    event = cluster.wait_event("bad", "Failed")
+    assert event["type"] == "Warning" and "credentialsSecret.namespace" in event["message"]
+    time.sleep(1.0)
+    assert cluster.jobs("bad") == []
+    assert cluster.config_map("bad-config") is None
+    assert [r for r in cluster.event_reasons("bad") if r == "Failed"] == ["Failed"]  # no retry loop
+
+
+def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("pause")
+    job = cluster.wait_job("pause-trainer")
+    cluster.start_pod(job, suffix="a")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    cluster.wait_phase("pause", "Running")
+
+    cluster.api.patch(cluster.ftj_path("pause"), {"spec": {"runPolicy": {"suspend": True}}})
+    wait_for(lambda: cluster.job("pause-trainer")["spec"].get("suspend") is True, what="Job suspended")
+    cluster.api.delete(f"/api/v1/namespaces/{cluster.ns}/pods/pause-trainer-0-a")  # the Job controller's part
+    cluster.job_status(job, active=0, ready=0)
+    status = cluster.wait_phase("pause", "Suspended", reason="Suspended")
+    assert status["observedGeneration"] == cluster.ftj("pause")["metadata"]["generation"]
+    assert cluster.condition("pause", "Suspended")["status"] == "True"
+    cluster.wait_event("pause", "Suspended")
+
+    cluster.api.patch(cluster.ftj_path("pause"), {"spec": {"runPolicy": {"suspend": False}}})
+    wait_for(lambda: cluster.job("pause-trainer")["spec"].get("suspend") is False, what="Job resumed")
+    cluster.start_pod(job, suffix="b")
+    cluster.job_status(job, active=1, ready=1)
+    status = cluster.wait_phase("pause", "Running")
+    assert status["startTime"] == NOW  # the first start, not the resume
+    cluster.wait_event("pause", "Resumed")
+    assert [j["metadata"]["uid"] for j in cluster.jobs("pause")] == [job["metadata"]["uid"]]
+
+
+def test_kueue_admits_and_the_operator_never_unsuspends(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("queued", runPolicy={"queueName": "team-a"})
+    job = cluster.wait_job("queued-trainer")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+    cluster.wait_phase("queued", "Queued")
+    time.sleep(0.8)
+    assert cluster.job("queued-trainer")["spec"]["suspend"] is True
+
+    cluster.api.patch(f"/apis/batch/v1/namespaces/{cluster.ns}/jobs/queued-trainer", {"spec": {"suspend": False}})  # Kueue admits
+    cluster.start_pod(job, suffix="a")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    cluster.wait_phase("queued", "Running")
+
+
+def test_deadline_fails_with_deadline_exceeded(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("late", runPolicy={"activeDeadlineSeconds": 60})
+    job = cluster.wait_job("late-trainer")
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+    cluster.start_pod(job, suffix="a")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    cluster.wait_phase("late", "Running")
+    cluster.pod_status("late-trainer-0-a", phase="Failed", reason="DeadlineExceeded",
+                       container={"terminated": {"exitCode": 143, "reason": "Error"}})
+    cluster.job_status(job, active=0, failed=1, conditions=[
+        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline",
+         "lastTransitionTime": "2025-01-01T00:01:00Z"}])
+    status = cluster.wait_phase("late", "Failed", reason="DeadlineExceeded")
+    assert "activeDeadlineSeconds (60s)" in status["message"]
+    assert status["completionTime"] == "2025-01-01T00:01:00Z"
+    assert cluster.condition("late", "Failed")["status"] == "True"
+    assert cluster.wait_event("late", "Failed")["type"] == "Warning"
+
+
+def test_ttl_removes_the_job_and_keeps_the_status(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("brief", runPolicy={"ttlSecondsAfterFinished": 1})
+    job = cluster.wait_job("brief-trainer")
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    cluster.start_pod(job, suffix="a", phase="Succeeded", container={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    done = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    cluster.job_status(job, succeeded=1, startTime=NOW, completionTime=done,
+                       conditions=[{"type": "Complete", "status": "True", "lastTransitionTime": done}])
+    finished = cluster.wait_phase("brief", "Succeeded")
+    wait_for(lambda: cluster.job("brief-trainer") is None, timeout=10, what="the Job deleted after its TTL")
+    cluster.wait_event("brief", "JobDeleted")
+    time.sleep(1.0)
+    assert cluster.jobs("brief") == []  # never recreated
+    after = cluster.status("brief")
+    assert after["phase"] == "Succeeded" and after["completionTime"] == finished["completionTime"]
+    assert after["conditions"] == finished["conditions"]
+
+
+def test_deleting_the_finetunejob_removes_its_children(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("gone", resources={"nodes": 2})
+    job = cluster.wait_job("gone-trainer")
+    cluster.start_pod(job, suffix="a")
+    cluster.wait_phase("gone", "Pending")
+    cluster.api.delete(cluster.ftj_path("gone"))
+    wait_for(lambda: cluster.ftj("gone") is None, what="the FineTuneJob gone (finalizer released)")
+    wait_for(lambda: cluster.job("gone-trainer") is None and cluster.config_map("gone-config") is None
+             and cluster.service("gone-trainer") is None, timeout=30, what="children garbage-collected")
+    wait_for(lambda: cluster.pods("gone") == [], timeout=30, what="pods garbage-collected")
