@@ -1,0 +1,440 @@
+"""The semantics of kube-apiserver over the in-memory store, with no HTTP in sight.
+
+Every method runs synchronously in the emulator's event loop, so a write, its new
+resourceVersion and its watch event happen with no `await` in between: writes are atomic
+without locks, and watchers see changes in resourceVersion order. Errors are raised as
+`kmock.KubernetesError`, which the HTTP layer renders as `Status` bodies.
+
+Deletion (finalizers, owner cascades, namespaces) lives in deletion.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kmock
+
+from tuneloop.emulator import deletion, errors, objects, patches, schemas, validation
+from tuneloop.emulator.crds import CRD_RESOURCE, crd_problems, crd_resources, established_status
+from tuneloop.emulator.registry import NAMESPACES, ResourceRegistry
+from tuneloop.emulator.selectors import FieldSelector, LabelSelector, unsupported_fields
+from tuneloop.emulator.store import Key, ObjectStore
+from tuneloop.emulator.watches import Change, WatchHub
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# Resources whose storage returns the deleted object (kube-apiserver's ReturnDeletedObject).
+RETURNS_DELETED_OBJECT = frozenset({NAMESPACES, kmock.resource("", "v1", "pods"), kmock.resource("", "v1", "services")})
+_GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as the real server's, no vowels
+
+Matcher = Callable[[dict[str, Any]], bool]
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiServer:
+    def __init__(
+            self, *, objects: kmock.ObjectsArray, resources: kmock.ResourcesArray,
+            history_limit: int | None, watch_history: int,
+    ) -> None:
+        self.registry = ResourceRegistry(resources)
+        self.registry.load_builtins()
+        self.store = ObjectStore(objects, history_limit=history_limit)
+        self.hub = WatchHub(limit=watch_history)
+        self.clock: Callable[[], str] = utc_now
+        for name in DEFAULT_NAMESPACES:
+            self.create(NAMESPACES, None, {"metadata": {"name": name}})
+
+    # Reading.
+
+    def get(self, resource: kmock.resource, namespace: str | None, name: str, subresource: str | None = None) -> dict[str, Any]:
+        info = self._info(resource, namespace, subresource)
+        key = self._key(resource, info, namespace, name)
+        return self._existing(key)
+
+    def list(
+            self, resource: kmock.resource, namespace: str | None, *,
+            label_selector: str | None = None, field_selector: str | None = None,
+            limit: int | None = None, continue_token: str | None = None,
+    ) -> dict[str, Any]:
+        info = self._info(resource, namespace)
+        matches = self._matcher(resource, None, label_selector, field_selector)
+        keys = self.store.keys(resource, namespace)
+        if continue_token:
+            after = _decode_continue(continue_token)
+            keys = [key for key in keys if (key[1] or "", key[2]) > after]
+        items: list[dict[str, Any]] = []
+        metadata: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
+        for key in keys:
+            obj = self.store.get(key)
+            if obj is not None and matches(obj):
+                if limit and len(items) == limit:
+                    last = items[-1]["metadata"]
+                    metadata["continue"] = _encode_continue(last.get("namespace") or "", last["name"])
+                    break
+                items.append(obj)
+        return {"apiVersion": self.registry.api_version(resource), "kind": f"{info.kind}List",
+                "metadata": metadata, "items": items}
+
+    def watch(
+            self, resource: kmock.resource, namespace: str | None, name: str | None = None, *,
+            resource_version: str | None = None, label_selector: str | None = None,
+            field_selector: str | None = None, timeout: float | None = None,
+            bookmark_interval: float | None = None, send_initial_events: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Validate the request now (so errors are HTTP errors), then stream its events.
+
+        Without a resourceVersion (or with "0"), the stream starts with the current objects
+        as ADDED events; `sendInitialEvents` also ends them with a BOOKMARK annotated
+        `k8s.io/initial-events-end`, as kopf's `initial_streaming` setting expects.
+        """
+        info = self._info(resource, namespace)
+        matches = self._matcher(resource, name, label_selector, field_selector)
+        try:
+            since = int(resource_version) if resource_version not in (None, "", "0") else None
+        except ValueError:
+            raise errors.bad_request(f"invalid resourceVersion: {resource_version!r}")
+        return self._follow(resource, info, namespace, matches, since, timeout=timeout,
+                            bookmark_interval=bookmark_interval, send_initial_events=send_initial_events)
+
+    async def _follow(
+            self, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None,
+            matches: Matcher, since: int | None, *, timeout: float | None,
+            bookmark_interval: float | None, send_initial_events: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else None
+        log = self.hub.log(resource)
+        if since is None or send_initial_events:
+            last = self.store.resource_version
+            current = [self.store.get(key) for key in self.store.keys(resource, namespace)]
+            for obj in current:
+                if obj is not None and matches(obj):
+                    yield {"type": "ADDED", "object": obj}
+            if send_initial_events:
+                yield self._bookmark(resource, info, last, initial_events_end=True)
+        else:
+            last = since
+
+        while not self.hub.closed:
+            wakeup = log.wakeup
+            if last < log.horizon:
+                message = f"too old resource version: {last} ({log.horizon})"
+                yield {"type": "ERROR", "object": errors.expired_status(message)}
+                return
+            changes = log.since(last)
+            for change in changes:
+                last = change.resource_version
+                if (event := _watch_event(change, matches)) is not None:
+                    yield event
+            if changes:
+                continue  # more may have come while the consumer was busy
+
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                return
+            waits = [t for t in (deadline - now if deadline is not None else None, bookmark_interval) if t]
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=min(waits) if waits else None)
+            except TimeoutError:
+                # Quiet for a while: a bookmark tells the client it is still alive (kopf
+                # reconnects after `inactivity_timeout` without one) and how far it has seen.
+                if bookmark_interval and (deadline is None or loop.time() < deadline) and not log.since(last):
+                    last = self.store.resource_version
+                    yield self._bookmark(resource, info, last)
+
+    def _bookmark(self, resource: kmock.resource, info: kmock.ResourceInfo, resource_version: int,
+                  initial_events_end: bool = False) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
+        if initial_events_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"type": "BOOKMARK", "object": {"apiVersion": self.registry.api_version(resource),
+                                               "kind": info.kind, "metadata": metadata}}
+
+    # Writing.
+
+    def create(self, resource: kmock.resource, namespace: str | None, body: Any) -> dict[str, Any]:
+        info = self._info(resource, namespace)
+        body = self._checked_body(resource, info, body)
+        metadata = objects.metadata(body)
+        if info.namespaced:
+            if namespace is None:
+                raise errors.resource_not_found()
+            if metadata.get("namespace") not in (None, "", namespace):
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        name = metadata.get("name") or self._generated_name(resource, namespace, metadata.get("generateName"))
+        if not name:
+            raise errors.invalid(resource, "", ["metadata.name: Required value: name or generateName is required"], info.kind)
+        problems = validation.name_errors(resource, name) + validation.metadata_errors(metadata)
+        if problems:
+            raise errors.invalid(resource, name, problems, info.kind)
+        if info.namespaced:
+            self._require_open_namespace(resource, namespace, name)
+        key = self._key(resource, info, namespace, name)
+        if self.store.get(key) is not None:
+            raise errors.already_exists(resource, name)
+
+        obj = objects.new_object(
+            body, api_version=self.registry.api_version(resource), kind=info.kind, name=name,
+            namespace=key[1], uid=str(uuid.uuid4()), now=self.clock(), has_status="status" in info.subresources,
+        )
+        obj = self._admit(key, info, self._on_create(resource, obj), None)
+        return self.commit(key, obj, None)
+
+    def replace(self, resource: kmock.resource, namespace: str | None, name: str, body: Any,
+                subresource: str | None = None) -> dict[str, Any]:
+        info = self._info(resource, namespace, subresource)
+        body = self._checked_body(resource, info, body)
+        if objects.metadata(body).get("name") not in (None, name):
+            raise errors.bad_request(f"the name of the object ({objects.metadata(body)['name']}) "
+                                     f"does not match the name on the URL ({name})")
+        key = self._key(resource, info, namespace, name)
+        return self._update(key, info, self._existing(key), body, subresource)
+
+    def patch(self, resource: kmock.resource, namespace: str | None, name: str, content_type: str, body: Any,
+              subresource: str | None = None) -> dict[str, Any]:
+        info = self._info(resource, namespace, subresource)
+        if content_type not in patches.PATCH_TYPES:
+            raise errors.unsupported_media_type(content_type)
+        if content_type == patches.STRATEGIC_MERGE_PATCH and self.registry.is_custom(resource):
+            raise errors.unsupported_media_type(f"{content_type} (not supported for custom resources)")
+        key = self._key(resource, info, namespace, name)
+        old = self.store.get(key)
+        if old is None and content_type == patches.APPLY_PATCH and subresource is None and isinstance(body, dict):
+            return self.create(resource, namespace, objects.with_metadata(body, name=name))  # apply creates
+        old = self._existing(key)
+        try:
+            candidate = patches.apply_patch(old, content_type, body)
+        except patches.PatchError as e:
+            raise errors.invalid(resource, name, [str(e)], info.kind)
+        if not isinstance(candidate, dict):
+            raise errors.invalid(resource, name, ["the patched object is not an object"], info.kind)
+        return self._update(key, info, old, candidate, subresource)
+
+    def delete(self, resource: kmock.resource, namespace: str | None, name: str,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+        info = self._info(resource, namespace)
+        key = self._key(resource, info, namespace, name)
+        obj = self._existing(key)
+        options = options or {}
+        preconditions = options.get("preconditions") or {}
+        for field in ("uid", "resourceVersion"):
+            expected, actual = preconditions.get(field), objects.metadata(obj).get(field)
+            if expected and expected != actual:
+                raise errors.conflict(resource, name, f"Precondition failed: {field} in precondition: "
+                                                      f"{expected}, {field} in object meta: {actual}")
+        result = deletion.delete(self, key, _propagation_policy(options))
+        if self.store.get(key) is not None or self.registry.is_custom(resource) or resource in RETURNS_DELETED_OBJECT:
+            return result
+        # Most built-ins answer an immediate deletion with a Status, not the object.
+        return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": resource.group, "kind": resource.plural,
+                            "uid": objects.metadata(obj).get("uid")}}
+
+    def delete_collection(self, resource: kmock.resource, namespace: str | None, *,
+                          label_selector: str | None = None, field_selector: str | None = None,
+                          options: dict[str, Any] | None = None) -> dict[str, Any]:
+        info = self._info(resource, namespace)
+        matches = self._matcher(resource, None, label_selector, field_selector)
+        policy = _propagation_policy(options or {})
+        deleted = []
+        for key in self.store.keys(resource, namespace):
+            obj = self.store.get(key)
+            if obj is not None and matches(obj):
+                deleted.append(deletion.delete(self, key, policy))
+        return {"apiVersion": self.registry.api_version(resource), "kind": f"{info.kind}List",
+                "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": deleted}
+
+    def register_crd(self, crd: dict[str, Any]) -> dict[str, Any]:
+        """Create the CRD, or replace it if one of that name exists; its resources get served."""
+        name = objects.metadata(crd).get("name", "")
+        if self.store.get((CRD_RESOURCE, None, name)) is None:
+            return self.create(CRD_RESOURCE, None, crd)
+        return self.replace(CRD_RESOURCE, None, name, objects.with_metadata(crd, resourceVersion=None))
+
+    # The primitives that deletion.py shares.
+
+    def commit(self, key: Key, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        """Store a created or changed object under a new resourceVersion and tell watchers."""
+        resource_version = self.store.next_resource_version()
+        new = objects.with_metadata(new, resourceVersion=resource_version)
+        self.store.put(key, new, old)
+        self.hub.publish(key[0], Change(int(resource_version), "ADDED" if old is None else "MODIFIED", new, old))
+        return new
+
+    def remove(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+        """Delete an object for good (no finalizers left); the DELETED event carries a new
+        resourceVersion, so watchers resuming from it do not see the deletion twice."""
+        resource_version = self.store.next_resource_version()
+        final = objects.with_metadata(obj, resourceVersion=resource_version)
+        self.store.remove(key, final)
+        self.hub.publish(key[0], Change(int(resource_version), "DELETED", final, obj))
+        if key[0] == CRD_RESOURCE:
+            self._drop_custom_resources(final)
+        deletion.after_removal(self, key, final)
+        return final
+
+    # Helpers.
+
+    def _update(self, key: Key, info: kmock.ResourceInfo, old: dict[str, Any], candidate: dict[str, Any],
+                subresource: str | None) -> dict[str, Any]:
+        resource, _, name = key
+        expected = objects.metadata(candidate).get("resourceVersion")
+        if expected and expected != objects.metadata(old).get("resourceVersion"):
+            raise errors.conflict(resource, name)
+        new = objects.updated_object(old, candidate, subresource=subresource, has_status="status" in info.subresources)
+        problems = (validation.metadata_errors(objects.metadata(new))
+                    + validation.new_finalizer_errors(objects.metadata(old), objects.metadata(new)))
+        if problems:
+            raise errors.invalid(resource, name, problems, info.kind)
+        new = self._admit(key, info, self._on_update(resource, new, old), old)
+        if new == old:
+            return old  # a no-op write: no new resourceVersion, no watch event (as in the real server)
+        if objects.metadata(new).get("deletionTimestamp") and not objects.metadata(new).get("finalizers"):
+            return self.remove(key, new)  # the last finalizer is gone: the deletion completes
+        return self.commit(key, new, old)
+
+    def _info(self, resource: kmock.resource, namespace: str | None, subresource: str | None = None) -> kmock.ResourceInfo:
+        info = self.registry.info(resource)
+        if info is None or (namespace is not None and not info.namespaced):
+            raise errors.resource_not_found()
+        if subresource is not None and (subresource != "status" or "status" not in info.subresources):
+            raise errors.resource_not_found()  # scale, log, exec, ... are not emulated
+        return info
+
+    @staticmethod
+    def _key(resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None, name: str) -> Key:
+        if info.namespaced and namespace is None:
+            raise errors.resource_not_found()
+        return resource, namespace if info.namespaced else None, name
+
+    def _existing(self, key: Key) -> dict[str, Any]:
+        obj = self.store.get(key)
+        if obj is None:
+            raise errors.not_found(key[0], key[2])
+        return obj
+
+    def _checked_body(self, resource: kmock.resource, info: kmock.ResourceInfo, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        expected_version = self.registry.api_version(resource)
+        if body.get("apiVersion") not in (None, "", expected_version):
+            raise errors.bad_request(f"the API version in the data ({body['apiVersion']}) does not match "
+                                     f"the expected API version ({expected_version})")
+        if body.get("kind") not in (None, "", info.kind):
+            raise errors.bad_request(f"the kind in the data ({body['kind']}) does not match the expected kind ({info.kind})")
+        if not isinstance(body.get("metadata") or {}, dict):
+            raise errors.bad_request("metadata must be an object")
+        return body
+
+    def _matcher(self, resource: kmock.resource, name: str | None,
+                 label_selector: str | None, field_selector: str | None) -> Matcher:
+        try:
+            labels = LabelSelector.parse(label_selector)
+            fields = FieldSelector.parse(field_selector)
+        except ValueError as e:
+            raise errors.bad_request(f"unable to parse selector: {e}")
+        if unsupported := unsupported_fields(resource.group or "", resource.plural or "", fields):
+            raise errors.bad_request(f"field label not supported: {sorted(unsupported)[0]}")
+
+        def matches(obj: dict[str, Any]) -> bool:
+            metadata = obj.get("metadata") or {}
+            return ((name is None or metadata.get("name") == name)
+                    and labels.matches(metadata.get("labels")) and fields.matches(obj))
+        return matches
+
+    def _generated_name(self, resource: kmock.resource, namespace: str | None, prefix: str | None) -> str | None:
+        if not prefix:
+            return None
+        while True:  # the real server fails on a collision instead; retrying is kinder to tests
+            name = prefix[:58] + "".join(random.choices(_GENERATED_NAME_ALPHABET, k=5))
+            if all(self.store.get((resource, ns, name)) is None for ns in (namespace, None)):
+                return name
+
+    def _require_open_namespace(self, resource: kmock.resource, namespace: str, name: str) -> None:
+        obj = self.store.get((NAMESPACES, None, namespace))
+        if obj is None:
+            raise errors.not_found(NAMESPACES, namespace)
+        if objects.metadata(obj).get("deletionTimestamp"):
+            raise errors.forbidden(f'{errors.qualified_name(resource)} "{name}" is forbidden: unable to create new '
+                                   f"content in namespace {namespace} because it is being terminated")
+
+    def _admit(self, key: Key, info: kmock.ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        if not self.registry.is_custom(key[0]):
+            return obj
+        admitted, problems = schemas.admit(self.registry.schema(key[0]) or {}, obj, old)
+        if problems:
+            raise errors.invalid(key[0], key[2], problems, info.kind)
+        return admitted
+
+    def _on_create(self, resource: kmock.resource, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the built-in controllers add right away to a new object."""
+        if resource == NAMESPACES:
+            return {**obj, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+        if resource == CRD_RESOURCE:
+            self._register_crd_resources(obj)
+            return {**obj, "status": established_status(obj, self.clock())}
+        return obj
+
+    def _on_update(self, resource: kmock.resource, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+        if resource == CRD_RESOURCE and new.get("spec") != old.get("spec"):
+            self.registry.unregister(crd_resources(old))
+            self._register_crd_resources(new)
+            return {**new, "status": established_status(new, self.clock())}
+        return new
+
+    def _register_crd_resources(self, crd: dict[str, Any]) -> None:
+        if problems := crd_problems(crd):
+            raise errors.invalid(CRD_RESOURCE, objects.metadata(crd).get("name", ""), problems, "CustomResourceDefinition")
+        self.registry.register(crd_resources(crd))
+
+    def _drop_custom_resources(self, crd: dict[str, Any]) -> None:
+        """A deleted CRD takes its objects with it (their finalizers are not waited for)."""
+        custom_resources = crd_resources(crd)
+        for custom in custom_resources:
+            for key in self.store.keys(custom.resource):
+                if (obj := self.store.get(key)) is not None:
+                    self.remove(key, obj)
+        self.registry.unregister(custom_resources)
+
+
+def _watch_event(change: Change, matches: Matcher) -> dict[str, Any] | None:
+    """The event a selective watch sees: an object that starts (stops) matching a label
+    selector is ADDED (DELETED) for that watch, as the real watch cache reports it."""
+    now = matches(change.object)
+    if change.type == "MODIFIED":
+        before = change.previous is not None and matches(change.previous)
+        kind = "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
+    else:
+        kind = change.type if now else None
+    return {"type": kind, "object": change.object} if kind else None
+
+
+def _propagation_policy(options: dict[str, Any]) -> str:
+    if options.get("orphanDependents") is True:
+        return "Orphan"
+    policy = options.get("propagationPolicy") or "Background"
+    if policy not in ("Background", "Foreground", "Orphan"):
+        raise errors.bad_request(f"propagationPolicy: Unsupported value: {policy!r}")
+    return policy
+
+
+def _encode_continue(namespace: str, name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[str, str]:
+    try:
+        namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(namespace), str(name)
+    except (ValueError, TypeError, binascii.Error):
+        raise errors.bad_request(f"invalid continue token: {token!r}")

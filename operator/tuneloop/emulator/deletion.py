@@ -1,0 +1,124 @@
+"""Deletion as the API server and its controllers do it, minus the waiting.
+
+- Finalizers: an object with finalizers is only marked (deletionTimestamp set) and goes
+  when its last finalizer is removed (kopf's own finalizer relies on this).
+- Owner references: when an owner goes, its dependents go too (Background, the default),
+  unless they still have other living owners; Foreground deletes the dependents first and
+  the owner after; Orphan strips the owner reference and keeps the dependents.
+- Namespaces: a deleted namespace is Terminating until everything inside it has gone.
+
+The garbage collector and namespace controller of a real cluster do this asynchronously,
+seconds later; here it happens within the request, which only makes tests faster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tuneloop.emulator import objects
+from tuneloop.emulator.registry import NAMESPACES
+from tuneloop.emulator.store import Key
+
+if TYPE_CHECKING:
+    from tuneloop.emulator.api import ApiServer
+
+FOREGROUND_FINALIZER = "foregroundDeletion"
+
+
+def delete(api: ApiServer, key: Key, policy: str) -> dict[str, Any]:
+    obj = api.store.get(key)
+    if obj is None:
+        raise LookupError(key)  # callers only pass live keys
+    uid = objects.metadata(obj).get("uid", "")
+    if policy == "Orphan":
+        _orphan_dependents(api, uid)
+    if key[0] == NAMESPACES:
+        return _terminate_namespace(api, key, obj)
+
+    foreground = policy == "Foreground" and bool(api.store.dependents(uid))
+    if not objects.metadata(obj).get("finalizers") and not foreground:
+        return api.remove(key, obj)
+
+    extra = (FOREGROUND_FINALIZER,) if foreground else ()
+    marked = objects.deleting_object(obj, now=api.clock(), extra_finalizers=extra)
+    result = obj if marked == obj else api.commit(key, marked, obj)
+    if foreground:
+        for dependent in api.store.dependents(uid):
+            if api.store.get(dependent) is not None:
+                delete(api, dependent, "Background")
+        _finish_foreground(api, key)
+    return api.store.get(key) or result
+
+
+def after_removal(api: ApiServer, key: Key, final: dict[str, Any]) -> None:
+    """What the controllers do once an object is gone for good."""
+    metadata = objects.metadata(final)
+    for dependent in api.store.dependents(metadata.get("uid", "")):
+        _collect(api, dependent, metadata.get("uid", ""))
+    for ref in metadata.get("ownerReferences") or []:
+        owner = api.store.key_of(ref.get("uid", ""))
+        if owner is not None:
+            _finish_foreground(api, owner)
+    if key[1] is not None:
+        _finish_namespace(api, key[1])
+
+
+def _collect(api: ApiServer, key: Key, gone_owner_uid: str) -> None:
+    """A dependent of a removed owner: deleted, unless another owner still lives."""
+    obj = api.store.get(key)
+    if obj is None:
+        return
+    refs = objects.metadata(obj).get("ownerReferences") or []
+    remaining = [ref for ref in refs if ref.get("uid") != gone_owner_uid]
+    if any(api.store.key_of(ref.get("uid", "")) is not None for ref in remaining):
+        api.commit(key, objects.with_metadata(obj, ownerReferences=remaining), obj)
+    else:
+        delete(api, key, "Background")
+
+
+def _orphan_dependents(api: ApiServer, owner_uid: str) -> None:
+    for key in api.store.dependents(owner_uid):
+        obj = api.store.get(key)
+        if obj is not None:
+            refs = [ref for ref in objects.metadata(obj).get("ownerReferences") or [] if ref.get("uid") != owner_uid]
+            api.commit(key, objects.with_metadata(obj, ownerReferences=refs or None), obj)
+
+
+def _finish_foreground(api: ApiServer, key: Key) -> None:
+    """A foreground-deleted owner goes once its last dependent has gone."""
+    owner = api.store.get(key)
+    finalizers = objects.metadata(owner or {}).get("finalizers") or []
+    if owner is None or FOREGROUND_FINALIZER not in finalizers:
+        return
+    if api.store.dependents(objects.metadata(owner).get("uid", "")):
+        return
+    remaining = [f for f in finalizers if f != FOREGROUND_FINALIZER]
+    released = objects.with_metadata(owner, finalizers=remaining or None)
+    if remaining:
+        api.commit(key, released, owner)
+    else:
+        api.remove(key, released)
+
+
+def _terminate_namespace(api: ApiServer, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+    marked = objects.deleting_object(obj, now=api.clock())
+    marked = {**marked, "status": {**(obj.get("status") or {}), "phase": "Terminating"}}
+    result = obj if marked == obj else api.commit(key, marked, obj)
+    namespace = key[2]
+    for resource in api.store.resources():
+        for inner in api.store.keys(resource, namespace):
+            if api.store.get(inner) is not None:
+                delete(api, inner, "Background")
+    _finish_namespace(api, namespace)
+    return api.store.get(key) or result
+
+
+def _finish_namespace(api: ApiServer, namespace: str) -> None:
+    """A Terminating namespace goes once it is empty (and its own finalizers are gone)."""
+    key: Key = (NAMESPACES, None, namespace)
+    obj = api.store.get(key)
+    if obj is None or not objects.metadata(obj).get("deletionTimestamp"):
+        return
+    if api.store.namespace_size(namespace) or objects.metadata(obj).get("finalizers"):
+        return
+    api.remove(key, {**obj, "spec": {**(obj.get("spec") or {}), "finalizers": []}})

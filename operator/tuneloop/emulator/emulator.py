@@ -1,0 +1,250 @@
+"""The HTTP face of the emulated API server: a kmock `KubernetesEmulator` that serves
+kube-apiserver's semantics (see api.py) over real HTTP.
+
+What is kmock's and what is ours:
+- kmock's: the request model (`kmock.Request`), the DSL for test-defined reactions
+  (`emulator['patch', kmock.resource('v1', 'pods')] << 500` injects a fault), the
+  `objects` and `resources` arrays, discovery documents, `Status` error rendering.
+- ours: request parsing (kmock's fails on some core paths, see paths.py), routing, and the
+  whole stateful API in api.py. kmock's own stateful fallbacks are not registered: its
+  DSL matching replays the whole request log for every reaction on every request, and its
+  object lookups scan every stored object, which made it crawl past a few hundred objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+
+from tuneloop.emulator import errors, patches
+from tuneloop.emulator.api import ApiServer
+from tuneloop.emulator.crds import CrdSource, load_crds
+from tuneloop.emulator.paths import parse_api_path
+
+logger = logging.getLogger(__name__)
+
+_TRUE = ("true", "1")
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """An in-memory Kubernetes API server; serve it with `EmulatorServer` (or run it in a
+    thread with `BackgroundEmulator`)."""
+
+    history_limit: int | None = 10  # versions kept per object in `objects[...].history`
+    watch_history: int = 10_000  # changes kept per resource for watches to resume from
+    request_log_limit: int | None = 10_000  # requests kept for kmock's assertions
+    bookmark_interval: float = 30.0  # seconds of silence before a watch gets a BOOKMARK
+
+    _api: ApiServer = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Not calling kmock's: it registers the DSL fallbacks we replace with direct routing.
+        self._api = ApiServer(objects=self._objects, resources=self._resources,
+                              history_limit=self.history_limit, watch_history=self.watch_history)
+
+    @property
+    def api(self) -> ApiServer:
+        """The API semantics without HTTP; call it only from the emulator's event loop."""
+        return self._api
+
+    def register_crds(self, *sources: CrdSource) -> list[dict[str, Any]]:
+        """Serve the CRDs in these dicts, files or directories (see `load_crds`)."""
+        return [self._api.register_crd(crd) for crd in load_crds(*sources)]
+
+    def close_watches(self) -> None:
+        self._api.hub.close()
+
+    # HTTP.
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        try:
+            request = await self._parse(raw_request)
+            return await self._handle(request)
+        except kmock.KubernetesError as e:
+            return await self._render_error(e)
+        except Exception as e:
+            # A bug of the emulator: tests see it as a 500 and in `emulator.errors`.
+            logger.exception("The emulator failed on %s %s", raw_request.method, raw_request.path_qs)
+            if self._errors:
+                self._errors[-1].append(e)
+            return await self._render_error(e)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if self._payloads:  # a test's own reactions come first, as in kmock
+            try:
+                return await kmock.RawHandler._handle(self, request)
+            except NotImplementedError:
+                pass  # no reaction matched: serve it as the API server would
+        if request.resource is None or request.resource.plural is None:
+            return await self._serve_discovery(request)
+        return await self._serve_resource(request)
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        if not isinstance(exc, kmock.KubernetesError):
+            return await super()._render_error(exc)
+        status = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                  "message": exc.message, "reason": exc.reason, "code": exc.status}
+        if exc.details:
+            status["details"] = exc.details
+        return _json_response(status, exc.status)
+
+    def _get_resources(self) -> list[kmock.resource]:
+        # kmock's version adds the resource of every stored object, scanning them all on each
+        # discovery request; here every served resource is registered, so skip the scan.
+        return kmock.KubernetesScaffold._get_resources(self)
+
+    async def _parse(self, raw_request: aiohttp.web.BaseRequest) -> kmock.Request:
+        body = await raw_request.read()
+        path = parse_api_path(raw_request.path)
+        query = dict(raw_request.query)
+        resource = None
+        if path is not None:
+            # Keywords: the positional form reads ("", "v1", None) as group="" and plural="v1".
+            resource = kmock.resource(group=path.group, version=path.version, plural=path.plural)
+        request = kmock.Request(
+            id=len(self._requests), raw_request=raw_request, url=raw_request.url,
+            method=raw_request.method, params=query, headers=dict(raw_request.headers),
+            cookies=dict(raw_request.cookies), body=body, text=body.decode("utf-8", "replace"),
+            data=_decode_body(body, raw_request.content_type),
+            action=_action(raw_request.method, path is not None and path.plural is not None,
+                           path is not None and path.name is not None, query),
+            resource=resource,
+            namespace=path.namespace if path else None,
+            name=path.name if path else None,
+            subresource=path.subresource if path else None,
+        )
+        self._requests.append(request)
+        if self.request_log_limit is not None and len(self._requests) > 2 * self.request_log_limit:
+            del self._requests[:-self.request_log_limit]  # trimmed in batches: amortised O(1)
+        return request
+
+    async def _serve_discovery(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.method != "GET":
+            raise errors.method_not_allowed()
+        documents: dict[str, Callable[[kmock.Request], Awaitable[Any]]] = {
+            "/": self._serve_root, "/version": self._serve_server_version,
+            "/api": self._serve_api, "/apis": self._serve_apis,
+        }
+        path = request.url.path.rstrip("/") or "/"
+        if path in documents:
+            return _json_response(await documents[path](request))
+        if request.resource is not None and request.resource.version is None:
+            return _json_response(await self._serve_group(request))
+        if request.resource is not None:
+            return _json_response(await self._serve_version(request))
+        raise errors.resource_not_found()
+
+    async def _serve_resource(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        api, query = self._api, request.params
+        resource, namespace, name, subresource = request.resource, request.namespace, request.name, request.subresource
+        assert resource is not None  # routed here only with a resource
+        match request.method:
+            case "GET" if query.get("watch") in _TRUE:
+                return await self._serve_watch(request)
+            case "GET" if name:
+                return _json_response(api.get(resource, namespace, name, subresource))
+            case "GET":
+                return _json_response(api.list(
+                    resource, namespace, label_selector=query.get("labelSelector"),
+                    field_selector=query.get("fieldSelector"), limit=_number(query, "limit", int),
+                    continue_token=query.get("continue")))
+            case "POST" if not name:
+                return _json_response(api.create(resource, namespace, request.data), 201)
+            case "PUT" if name:
+                return _json_response(api.replace(resource, namespace, name, request.data, subresource))
+            case "PATCH" if name:
+                content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+                return _json_response(api.patch(resource, namespace, name, content_type, request.data, subresource))
+            case "DELETE" if name and not subresource:
+                return _json_response(api.delete(resource, namespace, name, _delete_options(request)))
+            case "DELETE" if not name:
+                return _json_response(api.delete_collection(
+                    resource, namespace, label_selector=query.get("labelSelector"),
+                    field_selector=query.get("fieldSelector"), options=_delete_options(request)))
+        raise errors.method_not_allowed()
+
+    async def _serve_watch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        query = request.params
+        assert request.resource is not None
+        events = self._api.watch(
+            request.resource, request.namespace, request.name,
+            resource_version=query.get("resourceVersion"),
+            label_selector=query.get("labelSelector"), field_selector=query.get("fieldSelector"),
+            timeout=_number(query, "timeoutSeconds", float),
+            bookmark_interval=self.bookmark_interval if query.get("allowWatchBookmarks") in _TRUE else None,
+            send_initial_events=query.get("sendInitialEvents") in _TRUE,
+        )
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        # kmock's Request keeps the aiohttp request privately; a stream must be prepared on it.
+        await response.prepare(request._raw_request)
+        try:
+            async for event in events:
+                await response.write(_dumps(event) + b"\n")
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away
+        except Exception as e:
+            logger.exception("The watch stream of %s failed", request.url)
+            if self._errors:
+                self._errors[-1].append(e)
+            status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 500,
+                      "reason": "InternalError", "message": repr(e), "metadata": {}}
+            await response.write(_dumps({"type": "ERROR", "object": status}) + b"\n")
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        return response
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+def _json_response(payload: Any, status: int = 200) -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=_dumps(payload), status=status, content_type="application/json")
+
+
+def _decode_body(body: bytes, content_type: str) -> Any:
+    if not body:
+        return None
+    try:
+        if content_type == patches.APPLY_PATCH or content_type.endswith("yaml"):
+            return yaml.safe_load(body.decode("utf-8"))
+        return json.loads(body)
+    except (ValueError, yaml.YAMLError) as e:
+        raise errors.bad_request(f"the request body is not valid {content_type or 'JSON'}: {e}")
+
+
+def _action(method: str, has_resource: bool, has_name: bool, query: dict[str, str]) -> kmock.action | None:
+    """The kmock action, so that test reactions can filter on it (`emulator['list']`)."""
+    if not has_resource:
+        return None
+    if method == "GET":
+        return kmock.action.WATCH if query.get("watch") in _TRUE else kmock.action.FETCH if has_name else kmock.action.LIST
+    return {("POST", False): kmock.action.CREATE, ("PATCH", True): kmock.action.UPDATE,
+            ("DELETE", True): kmock.action.DELETE}.get((method, has_name))
+
+
+def _number(query: dict[str, str], name: str, kind: type[int] | type[float]) -> Any:
+    if not query.get(name):
+        return None
+    try:
+        return kind(query[name])
+    except ValueError:
+        raise errors.bad_request(f"{name}: invalid value {query[name]!r}")
+
+
+def _delete_options(request: kmock.Request) -> dict[str, Any]:
+    options = dict(request.data) if isinstance(request.data, dict) else {}
+    if "propagationPolicy" in request.params:
+        options["propagationPolicy"] = request.params["propagationPolicy"]
+    return options
