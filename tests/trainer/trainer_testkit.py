@@ -62,7 +62,7 @@ def build_tokenizer(kind: str, chat_template: str | None = None) -> Any:
     return wrapped
 
 
-def build_tiny_model(kind: str, path: Path, chat_template: str | None = None) -> Path:
+def build_tiny_model(kind: str, path: Path, chat_template: str | None = None, dropout: float = 0.0) -> Path:
     """A 2-layer model of `kind` (llama | bert) with random weights, saved as safetensors."""
     import torch
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
@@ -72,7 +72,8 @@ def build_tiny_model(kind: str, path: Path, chat_template: str | None = None) ->
     if kind == "llama":
         config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             pad_token_id=0, bos_token_id=VOCAB.index("<s>"), eos_token_id=VOCAB.index("</s>"))
+                             pad_token_id=0, bos_token_id=VOCAB.index("<s>"), eos_token_id=VOCAB.index("</s>"),
+                             attention_dropout=dropout)
         model = LlamaForCausalLM(config)
     else:
         config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -161,5 +162,6 @@ def spec_for(task: str, model: str, train: str, output: str, **training: Any) ->
         "model": {"source": model},
         "dataset": {"train": train},
         "output": {"uri": output},
-        "training": {"learningRate": 3e-3, "batchSize": 8, "maxSeqLength": 32, "epochs": 3, "seed": 1, **training},
+        "training": {"learningRate": 3e-3, "batchSize": 8, "maxSeqLength": 32, "seed": 1,
+                     **({} if "maxSteps" in training else {"epochs": 3}), **training},
     }

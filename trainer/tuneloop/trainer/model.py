@@ -126,7 +126,8 @@ def apply_training_method(model: Any, spec: FineTuneJobSpec) -> Any:
     """LoRA adapters (peft) when asked, and gradient checkpointing when asked."""
     training = spec.training
     if training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed gradient checkpointing to activation checkpointing (same mechanism).
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if training.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
