@@ -113,10 +113,13 @@ def free_port() -> int:
 class OperatorProcess:
     """`tuneloop-operator` in a subprocess: started, killed (SIGKILL) or stopped like a pod."""
 
-    def __init__(self, kubeconfig: str | os.PathLike, namespace: str, log_dir: Path, **env: str):
+    def __init__(self, kubeconfig: str | os.PathLike, namespace: str, log_dir: Path, *, name: str = "operator",
+                 priority: int | None = None, **env: str):
         self.kubeconfig = str(kubeconfig)
         self.namespace = namespace
         self.log_dir = log_dir
+        self.name = name
+        self.priority = priority  # None: standalone; a number: peering with that priority
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -124,11 +127,13 @@ class OperatorProcess:
     def start(self, timeout: float = 30.0) -> None:
         self.starts += 1
         self.port = free_port()
-        self.log_path = self.log_dir / f"operator-{self.starts}.log"
+        self.metrics_port = free_port()
+        self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "TUNELOOP_STATUS_INTERVAL": "0.3",
                "TUNELOOP_SCRAPE_INTERVAL": "0.5", "TUNELOOP_SCRAPE_TIMEOUT": "1", **self.env}
-        cmd = [sys.executable, "-m", "tuneloop.operator.main", "--standalone", "--namespace", self.namespace,
-               "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--verbose"]
+        peering = ["--standalone"] if self.priority is None else ["--priority", str(self.priority)]
+        cmd = [sys.executable, "-m", "tuneloop.operator.main", *peering, "--namespace", self.namespace,
+               "--metrics-port", str(self.metrics_port), "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--verbose"]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -143,6 +148,13 @@ class OperatorProcess:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"operator not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, as when a node dies mid-flight."""

@@ -12,6 +12,7 @@ import time
 from typing import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.harness import Cluster, OperatorProcess, free_port, wait_for
 
@@ -60,6 +61,12 @@ def exposition(job: str, namespace: str, step: int, total: int, loss: float, lat
         f"# TYPE tuneloop_trainer_checkpoint_info gauge\n"
         f'tuneloop_trainer_checkpoint_info{{{labels},kind="latest",uri="{latest}"}} 1\n'
     )
+
+
+def operator_samples(operator: OperatorProcess) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} from the operator's /metrics."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(operator.metrics()) for sample in family.samples}
 
 
 def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -128,6 +135,15 @@ def test_status_and_events_follow_the_job(cluster: Cluster, operator: OperatorPr
     cluster.wait_event("sft", "Succeeded")
     reasons = cluster.event_reasons("sft")
     assert [r for r in reasons if r in ("Created", "Started", "Retrying", "Succeeded")] == ["Created", "Started", "Retrying", "Succeeded"]
+
+    # The operator's own metrics saw it all.
+    samples = operator_samples(operator)
+    assert samples[("tuneloop_operator_finetunejobs", (("phase", "Succeeded"),))] == 1
+    assert samples[("tuneloop_operator_finetunejobs", (("phase", "Running"),))] == 0
+    assert samples[("tuneloop_operator_time_to_running_seconds_count", ())] == 1
+    assert samples[("tuneloop_operator_reconciles_total",
+                    (("handler", "reconcile"), ("kind", "FineTuneJob"), ("result", "success")))] >= 1
+    assert samples[("tuneloop_operator_reconcile_duration_seconds_count", (("handler", "status"), ("kind", "FineTuneJob")))] > 3
 
 
 def test_restart_mid_flight_never_makes_a_second_job(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -222,6 +238,7 @@ def test_deadline_fails_with_deadline_exceeded(cluster: Cluster, operator: Opera
     assert status["completionTime"] == "2025-01-01T00:01:00Z"
     assert cluster.condition("late", "Failed")["status"] == "True"
     assert cluster.wait_event("late", "Failed")["type"] == "Warning"
+    assert operator_samples(operator)[("tuneloop_operator_failures_total", (("reason", "DeadlineExceeded"),))] == 1
 
 
 def test_ttl_removes_the_job_and_keeps_the_status(cluster: Cluster, operator: OperatorProcess) -> None:

@@ -8,6 +8,7 @@ success: creation is idempotent by the children's deterministic names), patch th
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Mapping
 
 import kopf
@@ -28,7 +29,8 @@ def _load_client() -> kubernetes.client.ApiClient:
     try:
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=config)
+        # Read $KUBECONFIG now: the client's default was fixed when it was imported.
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=config)
     return kubernetes.client.ApiClient(config)
 
 
