@@ -30,13 +30,13 @@ def _kubeconfig_of(kube: Any) -> str:
 
 @pytest.fixture
 def kubeconfig(request: pytest.FixtureRequest) -> str:
-    if os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
     try:
-        kube = request.getfixturevalue("kube")
+        # tests/conftest.py: the cluster in $KUBECONFIG, else the emulator.
+        return _kubeconfig_of(request.getfixturevalue("kube"))
     except pytest.FixtureLookupError:
+        if os.environ.get("KUBECONFIG"):
+            return os.environ["KUBECONFIG"]
         pytest.skip("no Kubernetes API: set KUBECONFIG or provide the `kube` fixture (tests/conftest.py)")
-    return _kubeconfig_of(kube)
 
 
 @pytest.fixture

@@ -181,3 +181,12 @@ def test_transition_events(old: dict, new: dict, expected: list) -> None:
 def test_pod_problem_none_for_healthy_pods() -> None:
     assert pod_problem(pod("Running"), NOW) is None
     assert pod_problem(pod("Pending"), NOW) is None
+
+
+def test_child_rejected_is_final_and_kept() -> None:
+    problems = [Problem("spec", "create Job ml/x: rejected by the API server: Unprocessable Entity")]
+    failed = derive_status(None, [], spec=None, problems=problems, generation=1, previous={}, now=NOW,
+                           invalid_reason="ChildRejected")
+    assert (failed["phase"], failed["reason"]) == ("Failed", "ChildRejected")
+    # Without a Job the status stays: the operator does not retry a rejected child forever.
+    assert derive_status(None, [], spec=spec(), generation=1, previous=failed, now=NOW) == failed

@@ -29,7 +29,7 @@ from tuneloop.operator.builders import (
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Kube
 from tuneloop.operator.scrape import fetch_trainer_metrics, merge_scrape, metrics_url, parse_trainer_metrics
-from tuneloop.operator.status import TERMINAL, derive_status, parse_time, status_patch, transition_events
+from tuneloop.operator.status import INVALID_SPEC, TERMINAL, derive_status, parse_time, status_patch, transition_events
 
 FTJ = (GROUP, VERSION, PLURAL)
 # Timer intervals are decorator arguments, so they are read once, at import.
@@ -94,7 +94,6 @@ def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], n
     for type_, reason, message in transition_events(current, {**current, **changes}):
         kopf.event(body, type=type_, reason=reason, message=message)
     metrics.record_transition(current, {**current, **changes}, body.metadata.get("creationTimestamp"), time.time())
-    metrics.record_phase(body.metadata.namespace, body.metadata.name, new.get("phase"))
 
 
 def last_status(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any]) -> dict:
@@ -103,12 +102,14 @@ def last_status(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any]) -> 
     return {**dict(status), **memo.written.get(body.metadata.uid, {})}
 
 
-def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems: list[Problem], patch: kopf.Patch) -> None:
+def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems: list[Problem], patch: kopf.Patch,
+           reason: str = INVALID_SPEC) -> None:
+    """Failed for good, with the exact problems in status and an Event; no retry loop."""
     current = last_status(body, memo, status)
     new = derive_status(None, [], spec=None, problems=problems, generation=body.metadata.get("generation", 1),
-                        previous=current, now=now())
+                        previous=current, now=now(), invalid_reason=reason)
     write_status(body, memo, current, new, patch)
-    error = kopf.PermanentError(f"invalid spec: {new['message']}")
+    error = kopf.PermanentError(f"{reason}: {new['message']}")
     error.invalid_spec = True  # type: ignore[attr-defined]  # counted as `invalid` in metrics
     raise error
 
@@ -143,11 +144,14 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
         reject(body, memo, status, problems, patch)
     assert parsed is not None
     current = last_status(body, memo, status)
-    if current.get("phase") in TERMINAL and current.get("reason") != "InvalidSpec":
+    if current.get("phase") in TERMINAL and current.get("reason") != INVALID_SPEC:
         return  # finished: its Job may be gone on purpose (TTL); never train again
     job = owned_job(trainer_jobs, namespace, name, uid)
     if job is None:
-        ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+        try:
+            ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+        except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
+            reject(body, memo, status, [Problem("spec", str(exc))], patch, reason="ChildRejected")
     else:
         sync_suspend(memo.kube, body, parsed, job)
         ignored = unapplied_changes(old or {}, new or {}) if reason == "update" else []
@@ -171,7 +175,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
     config: OperatorConfig = memo.config
     parsed, problems = parse(spec, name, namespace)
     job = owned_job(trainer_jobs, namespace, name, uid)
-    finished = current.get("phase") in TERMINAL and current.get("reason") != "InvalidSpec"
+    finished = current.get("phase") in TERMINAL and current.get("reason") != INVALID_SPEC
 
     if parsed is not None and not problems:
         if job is None and not finished:
@@ -188,6 +192,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
     if new.get("phase") == "Succeeded" and parsed is not None and not (current.get("checkpoints") or {}).get("final"):
         new["checkpoints"] = {**(current.get("checkpoints") or {}), "final": parsed.output.uri.rstrip("/") + "/final/"}
     write_status(body, memo, current, new, patch)
+    metrics.record_phase(namespace, name, new.get("phase"))
 
 
 def ttl_expired(spec: FineTuneJobSpec, status: Mapping[str, Any]) -> bool:

@@ -41,20 +41,24 @@ FAILURES = prom.Counter(
 PHASES = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
 
 _phase_of: dict[tuple[str, str], str] = {}
+for _phase in PHASES:
+    JOBS_BY_PHASE.labels(phase=_phase).set(0)
 
 
 def record_phase(namespace: str, name: str, phase: str | None) -> None:
-    """Remember one job's phase (None: forget it) and refresh the per-phase gauge."""
+    """Count one job under its current phase (None: forget it). Called on every status pass,
+    so the gauge is right after a restart too; O(1), it only moves on a change."""
     key = (namespace, name)
+    before = _phase_of.get(key)
+    if before == phase:
+        return
+    if before is not None:
+        JOBS_BY_PHASE.labels(phase=before).dec()
     if phase is None:
         _phase_of.pop(key, None)
     else:
         _phase_of[key] = phase
-    counts = dict.fromkeys(PHASES, 0)
-    for value in _phase_of.values():
-        counts[value] = counts.get(value, 0) + 1
-    for value, count in counts.items():
-        JOBS_BY_PHASE.labels(phase=value).set(count)
+        JOBS_BY_PHASE.labels(phase=phase).inc()
 
 
 def record_transition(old: Mapping[str, Any] | None, new: Mapping[str, Any], created: str | None, now: float) -> None:

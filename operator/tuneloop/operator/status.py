@@ -145,9 +145,10 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
 
 
 def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
-             problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float) -> Verdict | None:
+             problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float,
+             invalid_reason: str = INVALID_SPEC) -> Verdict | None:
     if problems:
-        return Verdict(FAILED, INVALID_SPEC, "; ".join(str(p) for p in problems), stalled=True)
+        return Verdict(FAILED, invalid_reason, "; ".join(str(p) for p in problems), stalled=True)
     if job is None:
         if previous.get("phase") in TERMINAL and previous.get("reason") != INVALID_SPEC:
             return None  # finished and cleaned up (TTL): the status stays as it was
@@ -222,10 +223,15 @@ def derive_status(
     now: datetime,
     problems: Sequence[Problem] = (),
     unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS,
+    invalid_reason: str = INVALID_SPEC,
 ) -> dict[str, Any]:
-    """The operator-owned status fields (see OWNED) for this Job and these pods."""
+    """The operator-owned status fields (see OWNED) for this Job and these pods.
+
+    `problems` make it Failed and Stalled with `invalid_reason` (InvalidSpec, or ChildRejected
+    when the API server refused a child built from the spec).
+    """
     previous = dict(previous or {})
-    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after)
+    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason)
     if verdict is None:
         kept = {k: previous[k] for k in OWNED if k in previous}
         return {**kept, "observedGeneration": generation}
