@@ -150,7 +150,7 @@ class Recipe:
         scheduler = get_scheduler(
             "constant_with_warmup" if training.scheduler == "constant" else training.scheduler,
             optimizer,
-            num_warmup_steps=math.floor(training.warmup_ratio * self.total_steps),
+            num_warmup_steps=math.ceil(training.warmup_ratio * self.total_steps),  # as transformers.Trainer
             num_training_steps=self.total_steps,
         )
         # Batches are built by epoch_batches (not an accelerate-prepared DataLoader) so that
