@@ -61,6 +61,13 @@ def mixed_precision(requested: str) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[requested]
 
 
+def quiet_transformers() -> None:
+    """No per-file "Loading weights" / "Writing model shards" bars: noise next to our progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def metric_direction_ok(task: str, metric: str) -> bool:
     allowed = {
         "causal-lm-sft": {"eval_loss", "perplexity"},
@@ -101,9 +108,7 @@ class Recipe:
     def setup(self, *, resume: bool = True) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # per-file load/save bars: noise next to ours
+        quiet_transformers()
 
         spec, training = self.spec, self.spec.training
         self.accelerator = Accelerator(mixed_precision=mixed_precision(training.precision), cpu=not torch.cuda.is_available())
@@ -508,6 +513,8 @@ class Evaluation(Recipe):
     def setup(self, *, model_uri: str | None = None, data_uri: str | None = None, split: str = "test") -> None:  # type: ignore[override]
         from accelerate import Accelerator
         from accelerate.utils import set_seed
+
+        quiet_transformers()
 
         spec = self.spec
         self.accelerator = Accelerator(mixed_precision=mixed_precision(spec.training.precision), cpu=not torch.cuda.is_available())
