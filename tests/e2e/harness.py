@@ -114,12 +114,13 @@ class OperatorProcess:
     """`tuneloop-operator` in a subprocess: started, killed (SIGKILL) or stopped like a pod."""
 
     def __init__(self, kubeconfig: str | os.PathLike, namespace: str, log_dir: Path, *, name: str = "operator",
-                 priority: int | None = None, **env: str):
+                 priority: int | None = None, verbose: bool = True, **env: str):
         self.kubeconfig = str(kubeconfig)
         self.namespace = namespace
         self.log_dir = log_dir
         self.name = name
         self.priority = priority  # None: standalone; a number: peering with that priority
+        self.verbose = verbose
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -133,7 +134,8 @@ class OperatorProcess:
                "TUNELOOP_SCRAPE_INTERVAL": "0.5", "TUNELOOP_SCRAPE_TIMEOUT": "1", **self.env}
         peering = ["--standalone"] if self.priority is None else ["--priority", str(self.priority)]
         cmd = [sys.executable, "-m", "tuneloop.operator.main", *peering, "--namespace", self.namespace,
-               "--metrics-port", str(self.metrics_port), "--liveness", f"http://127.0.0.1:{self.port}/healthz", "--verbose"]
+               "--metrics-port", str(self.metrics_port), "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+               *(["--verbose"] if self.verbose else [])]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

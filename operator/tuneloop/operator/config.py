@@ -15,8 +15,11 @@ def _env_float(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class OperatorConfig:
     trainer: TrainerDefaults = field(default_factory=TrainerDefaults)
-    # Status is derived from in-memory indexes, so a short interval costs no API calls.
-    status_interval: float = 2.0
+    # Status comes from in-memory indexes (no API call unless something changed). Measured
+    # against the emulator: 100 active jobs at a 2 s interval keep the operator at ~4% of a
+    # core (~0.8 ms per pass), so 1000 active jobs at 5 s cost ~16%. Finished jobs cost
+    # nothing: the timer stops.
+    status_interval: float = 5.0
     # Progress comes over the network from the trainer pod: less often, with a hard timeout.
     scrape_interval: float = 15.0
     scrape_timeout: float = 3.0

@@ -62,7 +62,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
                 f"priority={settings.peering.priority} image={memo.config.trainer.image}")
 
     memo.kube = Kube()
-    memo.written = {}
+    memo.written = {}  # uid -> the status we wrote last (watch events may lag behind)
+    memo.parsed = {}  # uid -> (generation, parsed spec and problems)
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
 
