@@ -122,3 +122,16 @@ def test_checkpoints_are_pruned_keeping_the_best(tmp_path: Path, tiny_bert: Path
     assert set(steps) == set(all_saved[-2:]) | {best}
     assert all(p.is_dir() for p in (output / "checkpoints").iterdir())
     assert len(list((output / "checkpoints").iterdir())) == len(steps)  # pruned folders are gone
+
+
+def test_time_based_checkpoints(tmp_path: Path, tiny_bert: Path, run_inprocess: Any) -> None:
+    from trainer_testkit import write_jsonl
+
+    train = write_jsonl(tmp_path / "cls.jsonl", classification_rows(100, seed=7))
+    output = tmp_path / "out"
+    spec = spec_for("sequence-classification", str(tiny_bert), str(train), str(output), maxSteps=6)
+    spec["output"].update(saveEveryMinutes=0.0001, keepLast=10)  # 6 ms: due after every step
+    code, _, err = run_inprocess(spec)
+    assert code == 0, err
+    saved = sorted(p.parent.name for p in (output / "checkpoints").glob("step-*/manifest.json"))
+    assert saved == [f"step-{s:08d}" for s in range(1, 7)]

@@ -165,3 +165,17 @@ def test_two_gloo_processes_train_together_into_one_checkpoint(s3: Any, tiny_lla
     assert proc.stdout.count("tuneloop-train: done at step 30/30") == 1  # only rank 0 reports and writes
     report = read_json(s3, "runs/ddp/data_report.json")
     assert report["rows"]["train"] > 0
+
+
+def test_bad_data_under_torchrun_exits_2_with_the_workers_line_last(tmp_path: Path, tiny_bert: Path, trainer_env: dict[str, str]) -> None:
+    from trainer_testkit import write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", [{"body": "refund", "label": "billing"}] * 4)
+    spec = spec_for("sequence-classification", str(tiny_bert), str(train), str(tmp_path / "out"))
+    env = {**trainer_env, "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "tuneloop.trainer.cli", "--config", str(write_config(tmp_path / "c.yaml", spec))],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"tuneloop-train: error: missing column `text` in {train} (columns: body, label); rename it or map it with dataset.fields")

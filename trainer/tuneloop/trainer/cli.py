@@ -52,6 +52,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 from tuneloop.trainer.config import (
@@ -66,6 +67,9 @@ from tuneloop.trainer.config import (
 )
 
 TERMINATION_LOG = "/dev/termination-log"
+# Workers append their failure line here so the launcher can repeat it as its own last line
+# (torchrun's failure report would otherwise be the last thing in the pod log).
+ERROR_FILE_ENV = "TUNELOOP_ERROR_FILE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,14 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fail(message: str, code: int) -> int:
+    """Print the one clear line; also hand it to the launcher (if any) and to Kubernetes."""
     line = f"tuneloop-train: error: {message}"
     print(line, file=sys.stderr, flush=True)
-    if os.path.exists(TERMINATION_LOG):
-        try:
-            with open(TERMINATION_LOG, "w") as f:
-                f.write(line + "\n")
-        except OSError:
-            pass
+    for path, mode in ((os.environ.get(ERROR_FILE_ENV), "a"), (TERMINATION_LOG, "w")):
+        if path and os.path.exists(path):
+            try:
+                with open(path, mode) as f:
+                    f.write(line + "\n")
+            except OSError:
+                pass
     return code
 
 
@@ -114,23 +120,34 @@ def launch_workers(settings: RuntimeSettings, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="tuneloop-errors-", delete=False) as f:
+        os.environ[ERROR_FILE_ENV] = f.name  # inherited by the workers
     args = get_args_parser().parse_args([
         f"--nnodes={settings.nnodes}", f"--node_rank={settings.node_rank}",
         f"--nproc_per_node={settings.nproc_per_node}", f"--master_addr={settings.master_addr}",
         f"--master_port={settings.master_port}", "--module", "tuneloop.trainer.cli", *argv,
     ])
+    def repeat_worker_error(code: int, fallback: str) -> int:
+        lines = Path(os.environ[ERROR_FILE_ENV]).read_text().splitlines()
+        print(lines[0] if lines else f"tuneloop-train: error: {fallback}", file=sys.stderr, flush=True)
+        return code
+
     try:
         run(args)
         return EXIT_OK
     except ChildFailedError as e:
         codes = {f.exitcode for f in e.failures.values()}
         if EXIT_PERMANENT in codes:
-            return EXIT_PERMANENT  # the worker printed the one-line reason already
+            return repeat_worker_error(EXIT_PERMANENT, "a worker found a permanent problem")
         if codes == {EXIT_PREEMPTED}:
-            return EXIT_PREEMPTED
-        return fail(f"worker exited with {sorted(codes)} (retryable)", EXIT_FAILED)
+            return repeat_worker_error(EXIT_PREEMPTED, "SIGTERM: checkpoint published")
+        return repeat_worker_error(EXIT_FAILED, f"worker exited with {sorted(codes)} (retryable)")
     except SignalException:
         return EXIT_PREEMPTED  # workers got SIGTERM and checkpointed (within torchrun's 30 s)
+    finally:
+        Path(os.environ.pop(ERROR_FILE_ENV)).unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

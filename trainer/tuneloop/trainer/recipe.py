@@ -231,6 +231,13 @@ class Recipe:
         local = self.staging / f"resume-{step}"
         self.publisher.download(step, local)
         self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+        if self.state.world_size != self.world:
+            # Data order depends on the world size: keep the epoch and the share of it already seen.
+            # Exact resume (same batches, same RNG) needs the same number of processes.
+            self.log(f"resuming with {self.world} processes instead of {self.state.world_size}: the data order "
+                     "from here on differs from an uninterrupted run")
+            self.state.batch_in_epoch = self.state.batch_in_epoch * self.state.world_size // self.world
+            self.state.world_size = self.world
         self.log(f"resumed from {self.output.child(step_prefix(step))} (step {step}, epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
         self.metrics.set_checkpoint("latest", self.output.child(step_prefix(step)))
         best = self.publisher.best_step(checkpoints)
