@@ -55,3 +55,11 @@ def test_list_kind_and_version(http, labelled: str) -> None:
     status, body = http("GET", f"/api/v1/namespaces/{labelled}/configmaps")
     assert status == 200 and (body["kind"], body["apiVersion"]) == ("ConfigMapList", "v1")
     assert int(body["metadata"]["resourceVersion"]) >= max(int(i["metadata"]["resourceVersion"]) for i in body["items"])
+
+
+def test_label_lists_follow_relabelling_and_deletion(core, labelled: str) -> None:
+    core.patch_namespaced_config_map("c", labelled, {"metadata": {"labels": {"app": "x"}}})
+    core.patch_namespaced_config_map("a", labelled, {"metadata": {"labels": {"app": None}}})
+    core.delete_namespaced_config_map("b", labelled)
+    listed = core.list_namespaced_config_map(labelled, label_selector="app in (x)")
+    assert [cm.metadata.name for cm in listed.items] == ["c"]

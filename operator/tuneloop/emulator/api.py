@@ -68,15 +68,14 @@ class ApiServer:
     ) -> dict[str, Any]:
         info = self._info(resource, namespace)
         matches = self._matcher(resource, None, label_selector, field_selector)
-        keys = self.store.keys(resource, namespace)
+        candidates = self.store.objects(resource, namespace, self._required_labels(label_selector))
         if continue_token:
             after = _decode_continue(continue_token)
-            keys = [key for key in keys if (key[1] or "", key[2]) > after]
+            candidates = [obj for obj in candidates if (obj["metadata"].get("namespace") or "", obj["metadata"]["name"]) > after]
         items: list[dict[str, Any]] = []
         metadata: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
-        for key in keys:
-            obj = self.store.get(key)
-            if obj is not None and matches(obj):
+        for obj in candidates:
+            if matches(obj):
                 if limit and len(items) == limit:
                     last = items[-1]["metadata"]
                     metadata["continue"] = _encode_continue(last.get("namespace") or "", last["name"])
@@ -116,9 +115,8 @@ class ApiServer:
         log = self.hub.log(resource)
         if since is None or send_initial_events:
             last = self.store.resource_version
-            current = [self.store.get(key) for key in self.store.keys(resource, namespace)]
-            for obj in current:
-                if obj is not None and matches(obj):
+            for obj in self.store.objects(resource, namespace):
+                if matches(obj):
                     yield {"type": "ADDED", "object": obj}
             if send_initial_events:
                 yield self._bookmark(resource, info, last, initial_events_end=True)
@@ -346,11 +344,23 @@ class ApiServer:
         if unsupported := unsupported_fields(resource.group or "", resource.plural or "", fields):
             raise errors.bad_request(f"field label not supported: {sorted(unsupported)[0]}")
 
-        def matches(obj: dict[str, Any]) -> bool:
-            metadata = obj.get("metadata") or {}
-            return ((name is None or metadata.get("name") == name)
-                    and labels.matches(metadata.get("labels")) and fields.matches(obj))
-        return matches
+        checks: list[Matcher] = []  # only the checks asked for: lists scan every object
+        if name is not None:
+            checks.append(lambda obj: (obj.get("metadata") or {}).get("name") == name)
+        if labels.requirements:
+            checks.append(lambda obj: labels.matches((obj.get("metadata") or {}).get("labels")))
+        if fields.terms:
+            checks.append(fields.matches)
+        if len(checks) <= 1:
+            return checks[0] if checks else (lambda obj: True)
+        return lambda obj: all(check(obj) for check in checks)
+
+    @staticmethod
+    def _required_labels(label_selector: str | None) -> dict[str, frozenset[str]]:
+        try:
+            return LabelSelector.parse(label_selector).required_values
+        except ValueError:
+            return {}  # _matcher() has already turned this into a 400
 
     def _generated_name(self, resource: kmock.resource, namespace: str | None, prefix: str | None) -> str | None:
         if not prefix:

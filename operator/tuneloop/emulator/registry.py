@@ -29,6 +29,7 @@ class ResourceRegistry:
     def __init__(self, resources: kmock.ResourcesArray) -> None:
         self._resources = resources
         self._schemas: dict[kmock.resource, dict[str, Any]] = {}
+        self._infos: dict[kmock.resource, kmock.ResourceInfo] = {}  # a fast mirror, see info()
 
     def load_builtins(self) -> None:
         """kmock's bundled discovery of a recent K3s cluster (core, apps, batch, coordination,
@@ -40,8 +41,12 @@ class ResourceRegistry:
             self._resources[resource] = info
 
     def info(self, resource: kmock.resource) -> kmock.ResourceInfo | None:
-        # NB: `ResourcesArray[...]` creates missing entries, so check membership first.
-        return self._resources[resource] if resource in self._resources else None
+        # A plain-dict mirror: `resource in ResourcesArray` costs a runtime Protocol check per
+        # request. Rebuilt when the array changes size, so resources a test adds through
+        # kmock's `emulator.resources[...]` are served too.
+        if len(self._infos) != len(self._resources):
+            self._infos = {resource: self._resources[resource] for resource in self._resources}
+        return self._infos.get(resource)
 
     def has_status(self, resource: kmock.resource) -> bool:
         info = self.info(resource)
@@ -59,11 +64,13 @@ class ResourceRegistry:
     def register(self, custom_resources: list[CustomResource]) -> None:
         for custom in custom_resources:
             self._resources[custom.resource] = custom.info
+            self._infos[custom.resource] = custom.info
             self._schemas[custom.resource] = custom.schema or {}
 
     def unregister(self, custom_resources: list[CustomResource]) -> None:
         for custom in custom_resources:
             self._schemas.pop(custom.resource, None)
+            self._infos.pop(custom.resource, None)
             if custom.resource in self._resources:
                 del self._resources[custom.resource]
 

@@ -76,9 +76,21 @@ class LabelSelector:
                 raise ValueError(f"unable to parse requirement: {term!r}")
         return cls(tuple(requirements))
 
+    @property
+    def required_values(self) -> dict[str, frozenset[str]]:
+        """label -> the values it must have (from `=`, `==` and `in`), for the label index."""
+        required: dict[str, frozenset[str]] = {}
+        for requirement in self.requirements:
+            if requirement.operator == "in":
+                required[requirement.key] = required.get(requirement.key, requirement.values) & requirement.values
+        return required
+
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}
-        return all(requirement.matches(labels) for requirement in self.requirements)
+        for requirement in self.requirements:  # a plain loop: lists call this for every object
+            if not requirement.matches(labels):
+                return False
+        return True
 
 
 def field_value(obj: Mapping[str, Any], path: str) -> str:
