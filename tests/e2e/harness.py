@@ -126,6 +126,16 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
+        for _ in range(3):  # a free port can be taken by another process before we bind it
+            try:
+                return self._start(timeout)
+            except AssertionError:
+                if "address already in use" not in self.log_tail():
+                    raise
+                self.kill()
+        raise AssertionError(f"operator could not bind its ports:\n{self.log_tail()}")
+
+    def _start(self, timeout: float) -> None:
         self.starts += 1
         self.port = free_port()
         self.metrics_port = free_port()
@@ -144,7 +154,7 @@ class OperatorProcess:
                 raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
-                    if response.status == 200:
+                    if response.status == 200 and self.proc.poll() is None:
                         return
             except (urllib.error.URLError, OSError):
                 pass

@@ -3,9 +3,11 @@ and make API calls only through `kube.Kube`.
 
 - `reconcile` (create / resume / spec update): validate, create the children if absent,
   bring the Job's `suspend` in line. An invalid spec fails once, permanently, into status.
-- `refresh_status` (timer): status from the in-memory indexes of Jobs and pods (no API
-  polling), Events on transitions, and the level-based fixes: a missing Job is recreated,
-  `suspend` re-synced, a finished Job removed after `ttlSecondsAfterFinished`.
+- `refresh_status` (timer, while not finished): status from the in-memory indexes of Jobs
+  and pods (no API polling), Events on transitions, and the level-based fixes: a missing Job
+  is recreated, `suspend` re-synced.
+- `expire_finished_job` (daemon, finished with a TTL): deletes the Job after
+  `ttlSecondsAfterFinished`; the FineTuneJob and its status stay.
 - `scrape_progress` (timer, Running only): progress, metrics and checkpoints from rank 0.
 """
 

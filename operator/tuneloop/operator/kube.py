@@ -3,22 +3,30 @@
 Small on purpose: create a child if absent (409 Conflict means it is already there, which is
 success: creation is idempotent by the children's deterministic names), patch the Job's
 `suspend`, delete the Job. Failures are translated into kopf's retry semantics here, once.
+
+Plain JSON over the kubernetes client's connection (auth, TLS, proxies from the kubeconfig)
+rather than its typed `*Api` methods: those coerce our dicts through pydantic models, which
+costs time and could silently drop a field the models do not know.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
+from urllib.parse import urlencode
 
 import kopf
 import kubernetes
-from kubernetes.client.exceptions import ApiException
+import urllib3
 
 FIELD_MANAGER = "tuneloop-operator"
 # (connect, read) seconds: a hung API call must not hold a handler thread forever.
 REQUEST_TIMEOUT = (5, 30)
 RETRY_DELAY = 10
+# Kind -> (API prefix, plural) of the children we create.
+PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs")}
 
 log = logging.getLogger(__name__)
 
@@ -34,61 +42,61 @@ def _load_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(config)
 
 
+def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
+    prefix, plural = PATHS[kind]
+    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
 class Kube:
     def __init__(self, client: kubernetes.client.ApiClient | None = None):
         self.client = client or _load_client()
-        self.core = kubernetes.client.CoreV1Api(self.client)
-        self.batch = kubernetes.client.BatchV1Api(self.client)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _request(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
+                 content_type: str = "application/json", ok: tuple[int, ...] = ()) -> int:
+        """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
-            # Raw responses: we never need the typed models, and strict model parsing of a
-            # response must not turn a successful call into an error.
-            response = fn(*args, _request_timeout=REQUEST_TIMEOUT, _preload_content=False, **kwargs)
-            response.release_conn()
-            return response.status
-        except ApiException as exc:
-            if exc.status in (400, 422):
-                # The API refused what we built: retrying the same manifest cannot help.
-                raise kopf.PermanentError(f"{what}: rejected by the API server: {exc.reason}: {exc.body}") from exc
-            if exc.status in (404, 409):
-                raise
-            raise kopf.TemporaryError(f"{what}: {exc.status} {exc.reason}", delay=RETRY_DELAY) from exc
-        except (OSError, kubernetes.client.exceptions.OpenApiException) as exc:
+            method, url, headers, body, _ = self.client.param_serialize(
+                method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
+            response = self.client.call_api(method, url, headers, body, _request_timeout=REQUEST_TIMEOUT)
+            response.read()
+        except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise kopf.TemporaryError(f"{what}: {exc}", delay=RETRY_DELAY) from exc
+        status = response.status
+        if 200 <= status < 300 or status in ok:
+            return status
+        detail = _message(response.data)
+        if status in (400, 422):
+            # The API refused what we built: retrying the same manifest cannot help.
+            raise kopf.PermanentError(f"{what}: rejected by the API server ({status}): {detail}")
+        raise kopf.TemporaryError(f"{what}: {status}: {detail}", delay=RETRY_DELAY)
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
         """Create a namespaced child; True if created now, False if it already existed."""
         kind, meta = manifest["kind"], manifest["metadata"]
-        creators = {
-            "ConfigMap": self.core.create_namespaced_config_map,
-            "Service": self.core.create_namespaced_service,
-            "Job": self.batch.create_namespaced_job,
-        }
         what = f"create {kind} {meta['namespace']}/{meta['name']}"
-        try:
-            self._call(what, creators[kind], meta["namespace"], dict(manifest), field_manager=FIELD_MANAGER)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise kopf.TemporaryError(f"{what}: {exc.status} {exc.reason}", delay=RETRY_DELAY) from exc
+        status = self._request(what, "POST", resource_path(kind, meta["namespace"]), dict(manifest),
+                               query={"fieldManager": FIELD_MANAGER}, ok=(409,))
+        if status == 409:
+            return False
         log.info("Created %s %s/%s", kind, meta["namespace"], meta["name"])
         return True
 
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        try:
-            self._call(f"patch Job {namespace}/{name}", self.batch.patch_namespaced_job, name, namespace, dict(patch),
-                       field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
-        except ApiException as exc:  # 404/409: gone or changed meanwhile; the next pass looks again
-            raise kopf.TemporaryError(f"patch Job {namespace}/{name}: {exc.status} {exc.reason}", delay=1) from exc
+        self._request(f"patch Job {namespace}/{name}", "PATCH", resource_path("Job", namespace, name), dict(patch),
+                      query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
 
     def delete_job(self, namespace: str, name: str) -> bool:
         """Delete the Job and (in the background) its pods; False if it was already gone."""
-        try:
-            self._call(f"delete Job {namespace}/{name}", self.batch.delete_namespaced_job, name, namespace,
-                       propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise kopf.TemporaryError(f"delete Job {namespace}/{name}: {exc.status} {exc.reason}", delay=RETRY_DELAY) from exc
-        return True
+        status = self._request(f"delete Job {namespace}/{name}", "DELETE", resource_path("Job", namespace, name),
+                               query={"propagationPolicy": "Background"}, ok=(404,))
+        return status != 404
+
+
+def _message(data: bytes | None) -> str:
+    try:
+        return json.loads(data or b"{}").get("message") or (data or b"").decode(errors="replace")[:500]
+    except ValueError:
+        return (data or b"").decode(errors="replace")[:500]
