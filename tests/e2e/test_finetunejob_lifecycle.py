@@ -269,3 +269,25 @@ def test_deleting_the_finetunejob_removes_its_children(cluster: Cluster, operato
     wait_for(lambda: cluster.job("gone-trainer") is None and cluster.config_map("gone-config") is None
              and cluster.service("gone-trainer") is None, timeout=30, what="children garbage-collected")
     wait_for(lambda: cluster.pods("gone") == [], timeout=30, what="pods garbage-collected")
+
+
+def test_pod_problems_surface_in_status_and_events(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("oops")
+    job = cluster.wait_job("oops-trainer")
+    cluster.start_pod(job, suffix="a", phase="Pending",
+                      container={"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "trainer:nope"'}})
+    cluster.job_status(job, active=1, startTime=NOW)
+    status = cluster.wait_phase("oops", "Pending", reason="ImagePullBackOff")
+    assert "trainer:nope" in status["message"]
+    assert cluster.condition("oops", "Stalled")["status"] == "True"
+    assert cluster.wait_event("oops", "ImagePullBackOff")["type"] == "Warning"
+
+    # The image is fixed, the trainer starts and rejects its data: exit code 2 fails the Job at once.
+    cluster.pod_status("oops-trainer-0-a", phase="Failed", container={"terminated": {
+        "exitCode": 2, "reason": "Error", "message": "missing column `label` in train.csv"}})
+    cluster.job_status(job, active=0, failed=1, conditions=[
+        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "lastTransitionTime": "2025-01-01T00:02:00Z",
+         "message": "Container trainer for pod oops-trainer-0-a failed with exit code 2 matching FailJob rule at index 0"}])
+    status = cluster.wait_phase("oops", "Failed", reason="InvalidInput")
+    assert "missing column `label` in train.csv" in status["message"]
+    assert cluster.wait_event("oops", "Failed")["type"] == "Warning"
