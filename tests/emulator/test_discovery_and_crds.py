@@ -60,11 +60,15 @@ def test_crd_created_and_deleted_through_the_api(api_client, http) -> None:
     assert http("GET", f"/apis/other.tuneloop.dev/{VERSION}/namespaces/default/things/t")[0] == 404
 
 
-def test_invalid_crd_is_rejected(http) -> None:
+def test_invalid_crds_are_rejected(http) -> None:
     crd = copy.deepcopy(WIDGET_CRD)
     crd["metadata"]["name"] = "wrong-name"
     status, body = http("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     assert status == 422 and "spec.names.plural" in body["message"]
+    broken = [{"op": "remove", "path": "/spec/names/kind"}]
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}"
+    assert http("PATCH", path, broken, "application/json-patch+json")[0] == 422
+    assert "widgets" in resources_of(http, f"/apis/{GROUP}/{VERSION}")  # still served as before
 
 
 def test_load_crds_from_files_and_directories(tmp_path) -> None:

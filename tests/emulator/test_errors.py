@@ -97,3 +97,9 @@ def test_unsupported_patch_types(http, custom, namespace: str) -> None:
     # Custom resources have no strategic merge patch on a real server either.
     assert http("PATCH", path, {"spec": {}}, "application/strategic-merge-patch+json")[0] == 415
     assert http("PATCH", path, {"spec": {}}, "text/plain")[0] == 415
+
+
+def test_dry_run_is_refused_rather_than_persisted(http, namespace: str) -> None:
+    status, body = http("POST", f"/api/v1/namespaces/{namespace}/configmaps?dryRun=All", {"metadata": {"name": "dry"}})
+    assert status == 400 and "dryRun" in body["message"]
+    assert http("GET", f"/api/v1/namespaces/{namespace}/configmaps/dry")[0] == 404

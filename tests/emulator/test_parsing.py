@@ -6,7 +6,7 @@ import pytest
 
 from tuneloop.emulator.patches import PatchError, json_patch, merge_patch, strategic_merge_patch
 from tuneloop.emulator.paths import ApiPath, parse_api_path
-from tuneloop.emulator.selectors import FieldSelector, LabelSelector
+from tuneloop.emulator.selection import FieldSelector, LabelSelector
 
 
 @pytest.mark.parametrize("path, expected", [

@@ -10,7 +10,6 @@ Deletion (finalizers, owner cascades, namespaces) lives in deletion.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime
@@ -25,9 +24,9 @@ import kmock
 from tuneloop.emulator import deletion, errors, objects, patches, schemas, validation
 from tuneloop.emulator.crds import CRD_RESOURCE, crd_problems, crd_resources, established_status
 from tuneloop.emulator.registry import NAMESPACES, ResourceRegistry
-from tuneloop.emulator.selectors import FieldSelector, LabelSelector, unsupported_fields
+from tuneloop.emulator.selection import FieldSelector, LabelSelector, unsupported_fields
 from tuneloop.emulator.store import Key, ObjectStore
-from tuneloop.emulator.watches import Change, WatchHub
+from tuneloop.emulator.watches import Change, WatchHub, follow
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Resources whose storage returns the deleted object (kube-apiserver's ReturnDeletedObject).
@@ -90,73 +89,18 @@ class ApiServer:
             field_selector: str | None = None, timeout: float | None = None,
             bookmark_interval: float | None = None, send_initial_events: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Validate the request now (so errors are HTTP errors), then stream its events.
-
-        Without a resourceVersion (or with "0"), the stream starts with the current objects
-        as ADDED events; `sendInitialEvents` also ends them with a BOOKMARK annotated
-        `k8s.io/initial-events-end`, as kopf's `initial_streaming` setting expects.
-        """
+        """Validate the request now (so errors are HTTP errors); the events come from
+        `watches.follow()` as they happen."""
         info = self._info(resource, namespace)
         matches = self._matcher(resource, name, label_selector, field_selector)
         try:
             since = int(resource_version) if resource_version not in (None, "", "0") else None
         except ValueError:
             raise errors.bad_request(f"invalid resourceVersion: {resource_version!r}")
-        return self._follow(resource, info, namespace, matches, since, timeout=timeout,
-                            bookmark_interval=bookmark_interval, send_initial_events=send_initial_events)
-
-    async def _follow(
-            self, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None,
-            matches: Matcher, since: int | None, *, timeout: float | None,
-            bookmark_interval: float | None, send_initial_events: bool,
-    ) -> AsyncIterator[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout else None
-        log = self.hub.log(resource)
-        if since is None or send_initial_events:
-            last = self.store.resource_version
-            for obj in self.store.objects(resource, namespace):
-                if matches(obj):
-                    yield {"type": "ADDED", "object": obj}
-            if send_initial_events:
-                yield self._bookmark(resource, info, last, initial_events_end=True)
-        else:
-            last = since
-
-        while not self.hub.closed:
-            wakeup = log.wakeup
-            if last < log.horizon:
-                message = f"too old resource version: {last} ({log.horizon})"
-                yield {"type": "ERROR", "object": errors.expired_status(message)}
-                return
-            changes = log.since(last)
-            for change in changes:
-                last = change.resource_version
-                if (event := _watch_event(change, matches)) is not None:
-                    yield event
-            if changes:
-                continue  # more may have come while the consumer was busy
-
-            now = loop.time()
-            if deadline is not None and now >= deadline:
-                return
-            waits = [t for t in (deadline - now if deadline is not None else None, bookmark_interval) if t]
-            try:
-                await asyncio.wait_for(wakeup.wait(), timeout=min(waits) if waits else None)
-            except TimeoutError:
-                # Quiet for a while: a bookmark tells the client it is still alive (kopf
-                # reconnects after `inactivity_timeout` without one) and how far it has seen.
-                if bookmark_interval and (deadline is None or loop.time() < deadline) and not log.since(last):
-                    last = self.store.resource_version
-                    yield self._bookmark(resource, info, last)
-
-    def _bookmark(self, resource: kmock.resource, info: kmock.ResourceInfo, resource_version: int,
-                  initial_events_end: bool = False) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
-        if initial_events_end:
-            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return {"type": "BOOKMARK", "object": {"apiVersion": self.registry.api_version(resource),
-                                               "kind": info.kind, "metadata": metadata}}
+        return follow(
+            self.hub, self.store, resource, namespace, matches, since,
+            api_version=self.registry.api_version(resource), kind=info.kind or "",
+            timeout=timeout, bookmark_interval=bookmark_interval, send_initial_events=send_initial_events)
 
     # Writing.
 
@@ -397,6 +341,8 @@ class ApiServer:
 
     def _on_update(self, resource: kmock.resource, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         if resource == CRD_RESOURCE and new.get("spec") != old.get("spec"):
+            if problems := crd_problems(new):  # before unregistering: a rejected update changes nothing
+                raise errors.invalid(CRD_RESOURCE, objects.metadata(new).get("name", ""), problems, "CustomResourceDefinition")
             self.registry.unregister(crd_resources(old))
             self._register_crd_resources(new)
             return {**new, "status": established_status(new, self.clock())}
@@ -415,18 +361,6 @@ class ApiServer:
                 if (obj := self.store.get(key)) is not None:
                     self.remove(key, obj)
         self.registry.unregister(custom_resources)
-
-
-def _watch_event(change: Change, matches: Matcher) -> dict[str, Any] | None:
-    """The event a selective watch sees: an object that starts (stops) matching a label
-    selector is ADDED (DELETED) for that watch, as the real watch cache reports it."""
-    now = matches(change.object)
-    if change.type == "MODIFIED":
-        before = change.previous is not None and matches(change.previous)
-        kind = "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
-    else:
-        kind = change.type if now else None
-    return {"type": kind, "object": change.object} if kind else None
 
 
 def _propagation_policy(options: dict[str, Any]) -> str:

@@ -37,7 +37,12 @@ _TRUE = ("true", "1")
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
     """An in-memory Kubernetes API server; serve it with `EmulatorServer` (or run it in a
-    thread with `BackgroundEmulator`)."""
+    thread with `BackgroundEmulator`).
+
+    `emulator.objects[...]` (kmock's) is for reading and asserting, history included; write
+    through the API (HTTP, or `emulator.api` in the emulator's loop): objects written into
+    kmock's array directly get no uid or resourceVersion and are not served.
+    """
 
     history_limit: int | None = 10  # versions kept per object in `objects[...].history`
     watch_history: int = 10_000  # changes kept per resource for watches to resume from
@@ -45,6 +50,7 @@ class Emulator(kmock.KubernetesEmulator):
     bookmark_interval: float = 30.0  # seconds of silence before a watch gets a BOOKMARK
 
     _api: ApiServer = attrs.field(init=False)
+    _request_count: int = attrs.field(init=False, default=0)  # the log is trimmed; ids keep growing
 
     def __attrs_post_init__(self) -> None:
         # Not calling kmock's: it registers the DSL fallbacks we replace with direct routing.
@@ -110,8 +116,12 @@ class Emulator(kmock.KubernetesEmulator):
         if path is not None:
             # Keywords: the positional form reads ("", "v1", None) as group="" and plural="v1".
             resource = kmock.resource(group=path.group, version=path.version, plural=path.plural)
+        if "dryRun" in query:
+            # Persisting a dry run would be worse than refusing it: say so plainly.
+            raise errors.bad_request("dryRun is not supported by the Tuneloop API emulator")
+        self._request_count += 1
         request = kmock.Request(
-            id=len(self._requests), raw_request=raw_request, url=raw_request.url,
+            id=self._request_count - 1, raw_request=raw_request, url=raw_request.url,
             method=raw_request.method, params=query, headers=dict(raw_request.headers),
             cookies=dict(raw_request.cookies), body=body, text=body.decode("utf-8", "replace"),
             data=_decode_body(body, raw_request.content_type),

@@ -1,4 +1,4 @@
-"""The history of changes that watch streams replay and follow.
+"""Watch streams: the history of changes they replay, and `follow()`, which streams them.
 
 A watch resumes from a resourceVersion in the past (kopf lists, then watches from the list's
 resourceVersion, and reconnects from the last event it saw), so each resource keeps a
@@ -12,7 +12,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from tuneloop.emulator import errors
+
+if TYPE_CHECKING:
+    from tuneloop.emulator.store import ObjectStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,3 +80,73 @@ class WatchHub:
         self.closed = True
         for log in self._logs.values():
             log.notify()
+
+
+async def follow(
+        hub: WatchHub, store: ObjectStore, resource: Any, namespace: str | None,
+        matches: Callable[[dict[str, Any]], bool], since: int | None, *, api_version: str, kind: str,
+        timeout: float | None, bookmark_interval: float | None, send_initial_events: bool,
+) -> AsyncIterator[dict[str, Any]]:
+    """The events of one watch request, until its timeout, the client leaving, or `hub.close()`.
+
+    `since` None (no resourceVersion, or "0") starts with the current objects as ADDED;
+    `send_initial_events` ends those with a BOOKMARK annotated `k8s.io/initial-events-end`,
+    as kopf's `initial_streaming` setting expects.
+    """
+    def bookmark(resource_version: int, initial_events_end: bool = False) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
+        if initial_events_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind, "metadata": metadata}}
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout else None
+    log = hub.log(resource)
+    if since is None or send_initial_events:
+        last = store.resource_version
+        for obj in store.objects(resource, namespace):
+            if matches(obj):
+                yield {"type": "ADDED", "object": obj}
+        if send_initial_events:
+            yield bookmark(last, initial_events_end=True)
+    else:
+        last = since
+
+    while not hub.closed:
+        wakeup = log.wakeup
+        if last < log.horizon:
+            message = f"too old resource version: {last} ({log.horizon})"
+            yield {"type": "ERROR", "object": errors.expired_status(message)}
+            return
+        changes = log.since(last)
+        for change in changes:
+            last = change.resource_version
+            if (event := watch_event(change, matches)) is not None:
+                yield event
+        if changes:
+            continue  # more may have come while the consumer was busy
+
+        now = loop.time()
+        if deadline is not None and now >= deadline:
+            return
+        waits = [t for t in (deadline - now if deadline is not None else None, bookmark_interval) if t]
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout=min(waits) if waits else None)
+        except TimeoutError:
+            # Quiet for a while: a bookmark tells the client it is still alive (kopf
+            # reconnects after `inactivity_timeout` without one) and how far it has seen.
+            if bookmark_interval and (deadline is None or loop.time() < deadline) and not log.since(last):
+                last = store.resource_version
+                yield bookmark(last)
+
+
+def watch_event(change: Change, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The event a selective watch sees: an object that starts (stops) matching a label
+    selector is ADDED (DELETED) for that watch, as the real watch cache reports it."""
+    now = matches(change.object)
+    if change.type == "MODIFIED":
+        before = change.previous is not None and matches(change.previous)
+        kind = "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
+    else:
+        kind = change.type if now else None
+    return {"type": kind, "object": change.object} if kind else None
