@@ -29,9 +29,9 @@ PEERING_NAME = "tuneloop"
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """Every kopf setting, each with the reason it is not the default."""
-    # kopf's watch streams can hang silently on a half-dead connection and the operator goes
-    # deaf (kopf issues #204, #585, #1010): have the server end each watch, bound it on our
-    # side too, and bound the connect. (`inactivity_timeout` catches streams gone quiet.)
+    # kopf's watch streams can go silent without a disconnect and the operator goes deaf
+    # (nolar/kopf#585, #810): have the server end each watch, bound it on our side too, and
+    # bound the connect. (kopf's `inactivity_timeout`, 70 s since nolar/kopf#1268, stays.)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
