@@ -115,6 +115,6 @@ def test_quiet_watches_get_bookmarks(forgetful: BackgroundEmulator) -> None:
         .list_namespaced_config_map("kube-system").metadata.resource_version
     with watching(forgetful, path, resourceVersion=start, allowWatchBookmarks="true", timeoutSeconds="0.7") as events:
         received = list(events)
-    assert 2 <= len(received) <= 4 and {event["type"] for event in received} == {"BOOKMARK"}
+    assert 1 <= len(received) <= 4 and {event["type"] for event in received} == {"BOOKMARK"}  # ~every 0.2 s
     assert received[-1]["object"]["kind"] == "ConfigMap"
     assert int(received[-1]["object"]["metadata"]["resourceVersion"]) >= 1
