@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tuneloop.operator.main import parse_args
+from tuneloop.operator.main import PEERING_NAME, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "tuneloop"
@@ -67,6 +67,14 @@ def test_single_namespace_and_single_replica():
     assert args.namespace == ["ml-a", "ml-b"] and args.standalone
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["ml-a", "ml-b"]
     assert len(by_kind(docs, "RoleBinding")) == 2
+    assert not by_kind(docs, "KopfPeering") and not by_kind(docs, "ClusterKopfPeering")  # one replica: no peering
+
+
+def test_replicas_meet_in_the_peering_object_the_operator_uses():
+    (peering,) = by_kind(render(), "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == PEERING_NAME
+    namespaced = by_kind(render("watchNamespaces={ml-a,ml-b}"), "KopfPeering")
+    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in namespaced) == [("ml-a", PEERING_NAME), ("ml-b", PEERING_NAME)]
 
 
 def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
