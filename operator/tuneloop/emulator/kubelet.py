@@ -1,0 +1,919 @@
+"""A local kubelet and Job controller: the pods of batch/v1 Jobs run as local processes.
+
+Hand-written because no library does this: kind and k3d need a container runtime, kwok
+fakes pod status without running anything, and kmock only serves the API. This runs the
+real container command (a local install stands in for the image) and reports through the
+Kubernetes API only (the kubeconfig's connection), so it works against the emulator or
+beside a real API server that has no nodes or controller manager.
+
+    with Kubelet(kubeconfig, "ns", selector="tuneloop.dev/finetunejob", log_dir=tmp) as kubelet:
+        ...                        # apply objects; their Jobs' pods run here
+        kubelet.pid("train-0-abcde"), kubelet.log("train-0-abcde"), kubelet.logs_tail()
+
+Each pass (`sync_once`, every `poll_interval` s in a background thread) does what the Job
+controller and the kubelet of a one-node cluster would:
+
+- Jobs (in `namespace`, or all when None, filtered by `selector`): one pod per completion
+  index (Indexed: parallelism = completions), named `<job>-<index>-<suffix>` (`<job>-<suffix>`
+  when NonIndexed, as Kubernetes names them), with the `job-name`, `controller-uid` and index
+  labels and annotation and an ownerReference; status `active`, `ready`, `succeeded`,
+  `failed`, `startTime`, `completionTime`, `completedIndexes` and conditions as the job
+  controller of Kubernetes 1.31+ writes them: `SuccessCriteriaMet` then `Complete`
+  (CompletionsReached); `FailureTarget` then, once no pod is running, `Failed` with reason
+  PodFailurePolicy, BackoffLimitExceeded or DeadlineExceeded; `Suspended` (JobSuspended /
+  JobResumed). A failed pod goes through `podFailurePolicy` (FailJob, Ignore, Count; the
+  first matching rule), else counts against `backoffLimit`, and is replaced at once (real
+  clusters wait 10 s, doubling; set `pod_backoff`). A suspended Job's pods get SIGTERM, then
+  SIGKILL after the grace period, and are deleted; they do not count as failures.
+- Pods: Pending (PodScheduled) -> Running (podIP 127.0.0.1, startTime, Ready, container
+  `running`) -> Succeeded / Failed with `terminated` {exitCode, reason Completed or Error,
+  message, startedAt, finishedAt}; a signal is exit code 128+N. The message is the
+  terminationMessagePath file, else (FallbackToLogsOnError after an error) the log's last 80
+  lines / 2048 bytes, as the kubelet does. A Secret or ConfigMap that is missing leaves the
+  pod Pending with `waiting: CreateContainerConfigError`, retried every pass.
+
+What is local, and how the differences are bridged (one machine, no containers):
+
+- Env: the pod's env resolved (`value` with $(VAR) expansion, `secretKeyRef`,
+  `configMapKeyRef`, `fieldRef` metadata.name/namespace/uid/labels[..]/annotations[..],
+  spec.nodeName/serviceAccountName, status.podIP/hostIP; `envFrom`) over a few host variables
+  the image would have set (PATH, LANG, virtualenv); `env=` adds or overrides variables.
+- Files: configMap, secret and emptyDir volumes are directories under a per-pod temp dir
+  (hostPath is used as is); every command/arg/env string that is a mountPath or starts with
+  one is rewritten to its directory, as is terminationMessagePath. TMPDIR points at the pod's
+  /tmp volume if it has one. A program that opens a container path it was not given in
+  args or env (a path compiled in) sees the host's file system instead.
+- Network: every pod shares the host's; its podIP is 127.0.0.1. So that two pods (or a pod
+  and anything else) never fight over a port, each containerPort of a Job gets a free host
+  port (`remap_ports`, one map per Job so all its pods agree): the Pod object carries the
+  host port as its containerPort (clients that read the pod, like a scraper, find it) and
+  env/arg values equal to the original number are rewritten. The DNS names of an Indexed
+  Job's pods (`<job>-<i>.<subdomain>[.<ns>[.svc[.cluster.local]]]`) in env/args become
+  127.0.0.1.
+- Not emulated: images, resource limits (so no OOMKilled), probes (Ready when running),
+  init containers, restartPolicy OnFailure, the pods' job-tracking finalizer (failures are
+  counted in memory; a kubelet restart takes terminal pods as already counted and fails the
+  pods it cannot find a process for as a lost node's pods are: DisruptionTarget).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import copy
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlencode
+
+import kubernetes
+
+log = logging.getLogger("tuneloop.kubelet")
+
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+JOB_NAME_KEYS = ("batch.kubernetes.io/job-name", "job-name")
+UID_KEYS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+HOST_ENV = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+FALLBACK_LINES, FALLBACK_BYTES, MESSAGE_BYTES = 80, 2048, 4096
+NODE_IP = "127.0.0.1"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value).timestamp()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"{status}: {body[:300]}")
+        self.status = status
+
+
+class _Api:
+    """Raw JSON over the kubeconfig's connection (auth and TLS from the kubernetes client)."""
+
+    def __init__(self, kubeconfig: str | os.PathLike | None):
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, client_configuration=config)
+        self.client = kubernetes.client.ApiClient(config)
+
+    def request(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None,
+                content_type: str = "application/json") -> Any:
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, _ = self.client.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = self.client.call_api(method, url, headers, body, _request_timeout=(5, 30))
+        response.read()
+        text = response.data.decode() if response.data else ""
+        if response.status >= 400:
+            raise ApiError(response.status, text)
+        return json.loads(text) if text else None
+
+    def get(self, path: str) -> Any:
+        try:
+            return self.request("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self.request("PATCH", path, dict(body), content_type="application/merge-patch+json")
+
+    def delete(self, path: str, **query: str) -> None:
+        try:
+            self.request("DELETE", path, query=query or None)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _ns_path(api: str, plural: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    base = "/api/v1" if api == "v1" else f"/apis/{api}"
+    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+
+class ConfigError(Exception):
+    """The pod cannot start yet (CreateContainerConfigError): a Secret or ConfigMap is missing."""
+
+
+# --- one container process -------------------------------------------------------------------
+
+
+@dataclass
+class ContainerRun:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    termination_path: Path
+    fallback_to_logs: bool
+    started_at: str = field(default_factory=now_rfc3339)
+    finished_at: str | None = None
+    exit_code: int | None = None
+
+    def poll(self) -> int | None:
+        if self.exit_code is None and self.proc.poll() is not None:
+            code = self.proc.returncode
+            self.exit_code = 128 - code if code < 0 else code  # killed by signal N: 128+N, like runc
+            self.finished_at = now_rfc3339()
+        return self.exit_code
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)  # its own session: the children (torchrun workers) too
+            except ProcessLookupError:
+                pass
+
+    def message(self) -> str:
+        try:
+            text = self.termination_path.read_bytes()[:MESSAGE_BYTES].decode(errors="replace")
+        except OSError:
+            text = ""
+        if not text.strip() and self.fallback_to_logs and self.exit_code:
+            try:
+                lines = self.log_path.read_bytes().splitlines()[-FALLBACK_LINES:]
+            except OSError:
+                lines = []
+            text = b"\n".join(lines)[-FALLBACK_BYTES:].decode(errors="replace")
+        return text
+
+    def terminated(self) -> dict[str, Any]:
+        return {
+            "exitCode": self.exit_code,
+            "reason": "Completed" if self.exit_code == 0 else "Error",
+            "message": self.message(),
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "containerID": f"local://{self.proc.pid}",
+        }
+
+
+@dataclass
+class PodRun:
+    """A pod this kubelet created and runs: its object's identity and its processes."""
+
+    namespace: str
+    name: str
+    uid: str
+    job_uid: str
+    index: int | None
+    job: dict[str, Any]
+    pod: dict[str, Any]
+    workdir: tempfile.TemporaryDirectory
+    containers: list[ContainerRun] = field(default_factory=list)
+    config_error: str | None = None
+    kill_deadline: float | None = None
+    delete_when_gone: bool = False
+    reported: str = "Pending"
+
+    @property
+    def started(self) -> bool:
+        return bool(self.containers)
+
+    def exited(self) -> bool:
+        return self.started and all(c.poll() is not None for c in self.containers)
+
+    def alive(self) -> bool:
+        return self.started and not self.exited()
+
+    def terminate(self, grace: float) -> None:
+        if self.kill_deadline is None:
+            self.kill_deadline = time.monotonic() + grace
+            for container in self.containers:
+                container.signal(signal.SIGTERM)
+
+    def enforce_grace(self) -> None:
+        if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
+            for container in self.containers:
+                container.signal(signal.SIGKILL)
+
+
+@dataclass
+class JobState:
+    """What the controller keeps per Job between passes."""
+
+    counted: set[str] = field(default_factory=set)  # pod uids already in status.succeeded/failed
+    host_ports: dict[int, int] = field(default_factory=dict)
+    next_start: float = 0.0  # pod_backoff: no new pod before this (monotonic)
+    backoff: float = 0.0
+    adopted: bool = False
+
+
+# --- the kubelet ----------------------------------------------------------------------------------
+
+
+class Kubelet:
+    def __init__(self, kubeconfig: str | os.PathLike | None, namespace: str | None, *, selector: str | None = None,
+                 env: Mapping[str, str] | None = None, log_dir: str | os.PathLike | None = None,
+                 poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 0.0,
+                 max_grace: float | None = None, node_name: str = "tuneloop-local"):
+        """Runs the pods of the Jobs in `namespace` (all namespaces when None) whose labels
+        match `selector`; `env` is added to every container's (last, so it overrides);
+        logs go to `log_dir` (a temp dir when None) as `<namespace>_<pod>_<container>.log`;
+        `max_grace` caps terminationGracePeriodSeconds."""
+        self.api = _Api(kubeconfig)
+        self.namespace = namespace
+        self.selector = selector
+        self.env = dict(env or {})
+        self._own_log_dir = tempfile.TemporaryDirectory(prefix="tuneloop-kubelet-") if log_dir is None else None
+        self.log_dir = Path(log_dir or self._own_log_dir.name)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.poll_interval = poll_interval
+        self.remap_ports = remap_ports
+        self.pod_backoff = pod_backoff
+        self.max_grace = max_grace
+        self.node_name = node_name
+        self.runs: dict[str, PodRun] = {}  # pod uid -> run
+        self.jobs: dict[str, JobState] = {}
+        self.errors: collections.deque[str] = collections.deque(maxlen=50)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._loop, name="tuneloop-kubelet", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop the loop; SIGTERM every process, SIGKILL what is left after `grace` s."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        with self._lock:
+            runs = list(self.runs.values())
+            for run in runs:
+                run.terminate(grace)
+            deadline = time.monotonic() + grace
+            while any(r.alive() for r in runs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for run in runs:
+                run.kill_deadline = 0.0
+                run.enforce_grace()
+                for container in run.containers:
+                    try:
+                        container.proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                run.workdir.cleanup()
+        self.api.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except Exception as exc:  # noqa: BLE001 - an API hiccup must not end the node
+                self._error(f"sync failed: {exc!r}")
+            self._stop.wait(self.poll_interval)
+
+    def _error(self, message: str) -> None:
+        log.warning(message)
+        self.errors.append(f"{now_rfc3339()} {message}")
+        with open(self.log_dir / "kubelet.log", "a") as f:
+            f.write(f"{now_rfc3339()} {message}\n")
+
+    # --- what tests and demos read -------------------------------------------------------------
+
+    def run_of(self, pod_name: str) -> PodRun:
+        with self._lock:
+            return next(r for r in self.runs.values() if r.name == pod_name)
+
+    def pid(self, pod_name: str, container: int = 0) -> int:
+        return self.run_of(pod_name).containers[container].proc.pid
+
+    def log(self, pod_name: str, container: str | None = None) -> str:
+        """A pod's log (its first container's unless named); kept after the pod is gone."""
+        paths = sorted(self.log_dir.glob(f"*_{pod_name}_{container or '*'}.log"))
+        return paths[0].read_text(errors="replace") if paths else ""
+
+    def logs_tail(self, lines: int = 40) -> str:
+        """Every pod log's last lines, then the kubelet's own errors (for a failing test)."""
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name} ---\n" + "\n".join(tail))
+        return "\n".join(parts) or "(no logs)"
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def sync_once(self) -> None:
+        with self._lock:
+            query = {"labelSelector": self.selector} if self.selector else {}
+            jobs = self.api.request("GET", _ns_path("batch/v1", "jobs", self.namespace), query=query)["items"]
+            pods = self.api.request("GET", _ns_path("v1", "pods", self.namespace),
+                                    query={"labelSelector": UID_KEYS[0]})["items"]
+            by_job: dict[str, list[dict]] = collections.defaultdict(list)
+            listed = {}
+            for pod in pods:
+                listed[pod["metadata"]["uid"]] = pod
+                by_job[(pod["metadata"].get("labels") or {}).get(UID_KEYS[0], "")].append(pod)
+            self._sync_pods(listed)
+            job_uids = set()
+            for job in jobs:
+                job_uids.add(job["metadata"]["uid"])
+                try:
+                    self._sync_job(job, by_job.get(job["metadata"]["uid"], []))
+                except ApiError as exc:
+                    self._error(f"job {job['metadata']['name']}: {exc}")
+            # A Job that is gone (deleted, or no longer selected): its pods stop too.
+            for run in list(self.runs.values()):
+                if run.job_uid not in job_uids:
+                    run.terminate(self._grace(run.pod))
+            for uid in set(self.jobs) - job_uids:
+                if not any(r.job_uid == uid for r in self.runs.values()):
+                    del self.jobs[uid]
+
+    # --- kubelet: the pods' processes ----------------------------------------------------------
+
+    def _sync_pods(self, listed: Mapping[str, dict]) -> None:
+        # Every run here was created in an earlier pass, before this pass's listing.
+        for uid, run in list(self.runs.items()):
+            pod = listed.get(uid)
+            if pod is not None:
+                run.pod = pod
+                if pod["metadata"].get("deletionTimestamp"):
+                    run.terminate(self._grace(pod))
+                    run.delete_when_gone = True
+            else:  # deleted (a cascade, a user): stop it
+                run.terminate(self._grace(run.pod))
+            run.enforce_grace()
+            if not run.started and run.config_error and run.kill_deadline is None:
+                self._start_containers(run)
+            if run.exited() and run.reported not in ("Succeeded", "Failed"):
+                self._report_exit(run, exists=pod is not None)
+            stopped = run.exited() or (not run.started and run.kill_deadline is not None)
+            if stopped and (run.delete_when_gone or pod is None):
+                if pod is not None:
+                    self.api.delete(_ns_path("v1", "pods", run.namespace, run.name), gracePeriodSeconds="0")
+                run.workdir.cleanup()
+                del self.runs[uid]
+
+    def _grace(self, pod: Mapping[str, Any]) -> float:
+        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        return min(grace, self.max_grace) if self.max_grace is not None else grace
+
+    def _report_exit(self, run: PodRun, exists: bool) -> None:
+        codes = [c.exit_code for c in run.containers]
+        phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
+        run.reported = phase
+        if not exists:
+            return
+        statuses = [self._container_status(run, c, {"terminated": c.terminated()}, ready=False) for c in run.containers]
+        conditions = self._pod_conditions(ready=False, reason="PodCompleted")
+        self._patch_pod_status(run, {"phase": phase, "conditions": conditions, "containerStatuses": statuses})
+
+    def _patch_pod_status(self, run: PodRun, status: dict[str, Any]) -> None:
+        try:
+            run.pod = self.api.patch(_ns_path("v1", "pods", run.namespace, run.name, "status"), {"status": status})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    def _pod_conditions(self, ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
+        now = now_rfc3339()
+        conditions = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
+        for type_ in ("Initialized", "ContainersReady", "Ready"):
+            cond = {"type": type_, "status": "True" if ready or type_ == "Initialized" else "False", "lastTransitionTime": now}
+            if reason and type_ != "Initialized":
+                cond["reason"] = reason
+            conditions.append(cond)
+        return conditions
+
+    def _container_status(self, run: PodRun, container: ContainerRun | None, state: dict[str, Any], *,
+                          ready: bool, name: str | None = None) -> dict[str, Any]:
+        name = container.name if container else name
+        spec = next(c for c in run.pod["spec"]["containers"] if c["name"] == name)
+        status = {"name": name, "ready": ready, "restartCount": 0, "started": "running" in state,
+                  "image": spec.get("image", ""), "imageID": "", "state": state}
+        if container is not None:
+            status["containerID"] = f"local://{container.proc.pid}"
+        return status
+
+    def _start_containers(self, run: PodRun) -> None:
+        """Volumes, env, then one process per container; CreateContainerConfigError if not yet possible."""
+        state = self.jobs.get(run.job_uid) or JobState()
+        try:
+            mounts_by_container = self._prepare_volumes(run)
+            plans = [self._plan(run, c, mounts_by_container[c["name"]], state) for c in run.pod["spec"]["containers"]]
+        except ConfigError as exc:
+            first = not run.config_error
+            run.config_error = str(exc)
+            if first:
+                statuses = [self._container_status(run, None, {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}},
+                                                   ready=False, name=c["name"]) for c in run.pod["spec"]["containers"]]
+                self._patch_pod_status(run, {"phase": "Pending", "containerStatuses": statuses})
+            return
+        run.config_error = None
+        for name, argv, env, cwd, termination_path, fallback in plans:
+            log_path = self.log_dir / f"{run.namespace}_{run.name}_{name}.log"
+            with open(log_path, "ab") as out:
+                proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            run.containers.append(ContainerRun(name, proc, log_path, termination_path, fallback))
+        statuses = [self._container_status(run, c, {"running": {"startedAt": c.started_at}}, ready=True) for c in run.containers]
+        self._patch_pod_status(run, {
+            "phase": "Running", "podIP": NODE_IP, "podIPs": [{"ip": NODE_IP}], "hostIP": NODE_IP,
+            "startTime": run.containers[0].started_at, "conditions": self._pod_conditions(ready=True),
+            "containerStatuses": statuses,
+        })
+        run.reported = "Running"
+
+    def _prepare_volumes(self, run: PodRun) -> dict[str, list[tuple[str, str]]]:
+        """{container: [(mountPath, host path)]}, the volumes' contents written under the pod's dir."""
+        root = Path(run.workdir.name)
+        paths: dict[str, str] = {}
+        for volume in run.pod["spec"].get("volumes") or ():
+            name = volume["name"]
+            target = root / "volumes" / name
+            if "hostPath" in volume:
+                paths[name] = volume["hostPath"]["path"]
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            paths[name] = str(target)
+            if "configMap" in volume or "secret" in volume:
+                source = volume.get("configMap") or volume.get("secret")
+                secret = "secret" in volume
+                ref = source.get("secretName") if secret else source.get("name")
+                obj = self.api.get(_ns_path("v1", "secrets" if secret else "configmaps", run.namespace, ref))
+                if obj is None:
+                    if source.get("optional"):
+                        continue
+                    raise ConfigError(f'{"secret" if secret else "configmap"} "{ref}" not found')
+                data = self._object_data(obj, secret)
+                items = source.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item["key"] not in data:
+                        raise ConfigError(f'couldn\'t find key {item["key"]} in {"Secret" if secret else "ConfigMap"} {run.namespace}/{ref}')
+                    path = target / item["path"]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data[item["key"]])
+            elif "emptyDir" not in volume:
+                raise ConfigError(f"volume {name}: only configMap, secret, emptyDir and hostPath volumes run locally")
+        mounts: dict[str, list[tuple[str, str]]] = {}
+        for container in run.pod["spec"]["containers"]:
+            pairs = []
+            for mount in container.get("volumeMounts") or ():
+                if mount["name"] not in paths:
+                    continue
+                host = paths[mount["name"]]
+                if mount.get("subPath"):
+                    host = os.path.join(host, mount["subPath"])
+                pairs.append((mount["mountPath"].rstrip("/") or "/", host))
+            mounts[container["name"]] = pairs
+        return mounts
+
+    @staticmethod
+    def _object_data(obj: Mapping[str, Any], secret: bool) -> dict[str, bytes]:
+        data = {k: (base64.b64decode(v) if secret else v.encode()) for k, v in (obj.get("data") or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+        data.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items() if k not in data})
+        return data
+
+    def _plan(self, run: PodRun, container: Mapping[str, Any], mounts: list[tuple[str, str]],
+              state: JobState) -> tuple[str, list[str], dict[str, str], str, Path, bool]:
+        """(name, argv, env, cwd, termination file, fallback to logs) of one container."""
+        root = Path(run.workdir.name) / "containers" / container["name"]
+        root.mkdir(parents=True, exist_ok=True)
+        termination = root / "termination-log"
+        termination.touch()
+        mounts = sorted(mounts + [(container.get("terminationMessagePath", "/dev/termination-log"), str(termination))],
+                        key=lambda m: len(m[0]), reverse=True)
+        exact = {str(k): str(v) for k, v in state.host_ports.items()}
+        exact.update(self._pod_dns_names(run))
+
+        def local(value: str) -> str:
+            if value in exact:
+                return exact[value]
+            for mount_path, host in mounts:
+                if value == mount_path or value.startswith(mount_path + "/"):
+                    return host + value[len(mount_path):]
+            return value
+
+        env = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
+        env["HOSTNAME"] = run.pod["spec"].get("hostname") or run.name
+        tmp = next((host for path, host in mounts if path == "/tmp"), None)
+        if tmp:
+            env["TMPDIR"] = tmp
+        env.update(self._resolve_env(run, container, env))
+        env = {k: local(v) for k, v in env.items()}
+        env.update(self.env)
+        argv = [local(_expand(a, env)) for a in (container.get("command") or []) + (container.get("args") or [])]
+        if not argv:
+            raise ConfigError(f"container {container['name']} has no command: a local kubelet has no image entrypoint")
+        search = os.pathsep.join([env.get("PATH", os.defpath), os.path.dirname(sys.executable)])
+        exe = shutil.which(argv[0], path=search)
+        if exe is None:
+            raise ConfigError(f'exec: "{argv[0]}": executable file not found in $PATH')
+        argv[0] = exe
+        cwd = local(container["workingDir"]) if container.get("workingDir") else str(root)
+        Path(cwd).mkdir(parents=True, exist_ok=True)
+        fallback = container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        return container["name"], argv, env, cwd, termination, fallback
+
+    def _pod_dns_names(self, run: PodRun) -> dict[str, str]:
+        spec = run.pod["spec"]
+        subdomain = spec.get("subdomain")
+        completions = int(run.job["spec"].get("completions") or 1)
+        if not subdomain or run.index is None:
+            return {}
+        names = {}
+        job_name = _job_name(run.pod)
+        for index in range(completions):
+            host = f"{job_name}-{index}.{subdomain}"
+            for suffix in ("", f".{run.namespace}", f".{run.namespace}.svc", f".{run.namespace}.svc.cluster.local"):
+                names[host + suffix] = NODE_IP
+        return names
+
+    def _resolve_env(self, run: PodRun, container: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or ():
+            ref = source.get("configMapRef") or source.get("secretRef")
+            secret = "secretRef" in source
+            obj = self.api.get(_ns_path("v1", "secrets" if secret else "configmaps", run.namespace, ref["name"]))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'{"secret" if secret else "configmap"} "{ref["name"]}" not found')
+            for key, value in self._object_data(obj, secret).items():
+                env[source.get("prefix", "") + key] = value.decode(errors="replace")
+        for var in container.get("env") or ():
+            if "valueFrom" in var:
+                value = self._value_from(run, var["name"], var["valueFrom"])
+                if value is None:
+                    continue
+                env[var["name"]] = value
+            else:
+                env[var["name"]] = _expand(var.get("value", ""), env)
+        return env
+
+    def _value_from(self, run: PodRun, name: str, source: Mapping[str, Any]) -> str | None:
+        if "fieldRef" in source:
+            return _field(run.pod, source["fieldRef"]["fieldPath"])
+        if "resourceFieldRef" in source:
+            return None  # no resource limits here
+        secret = "secretKeyRef" in source
+        ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
+        if ref is None:
+            raise ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
+        kind = "secret" if secret else "configmap"
+        obj = self.api.get(_ns_path("v1", "secrets" if secret else "configmaps", run.namespace, ref["name"]))
+        data = self._object_data(obj, secret) if obj is not None else {}
+        if ref["key"] not in data:
+            if ref.get("optional"):
+                return None
+            if obj is None:
+                raise ConfigError(f'{kind} "{ref["name"]}" not found')
+            raise ConfigError(f'couldn\'t find key {ref["key"]} in {"Secret" if secret else "ConfigMap"} {run.namespace}/{ref["name"]}')
+        return data[ref["key"]].decode(errors="replace")
+
+    # --- job controller ------------------------------------------------------------------------
+
+    def _sync_job(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        meta, spec = job["metadata"], job.get("spec") or {}
+        uid = meta["uid"]
+        state = self.jobs.setdefault(uid, JobState())
+        runs = {r.uid: r for r in self.runs.values() if r.job_uid == uid}
+        for run in runs.values():
+            run.job = job
+        # Our own pods as we last wrote them (this pass may have reported an exit).
+        pods = [runs[p["metadata"]["uid"]].pod if p["metadata"]["uid"] in runs else p for p in pods]
+        old = job.get("status") or {}
+        status = copy.deepcopy(old)
+        conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
+        now = now_rfc3339()
+        if not state.adopted:
+            self._adopt(state, pods, runs)
+        if _has(conditions, "Complete") or _has(conditions, "Failed"):
+            for run in runs.values():
+                run.terminate(self._grace(run.pod))
+            return
+
+        # Account pods that ended since the last pass (podFailurePolicy, backoffLimit).
+        indexed = spec.get("completionMode") == "Indexed"
+        completions = int(spec.get("completions") or 1)
+        done_indexes = _parse_indexes(status.get("completedIndexes", ""))
+        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+            pod_uid, phase = pod["metadata"]["uid"], (pod.get("status") or {}).get("phase")
+            if pod_uid in state.counted or phase not in ("Succeeded", "Failed"):
+                continue
+            state.counted.add(pod_uid)
+            if phase == "Succeeded":
+                status["succeeded"] = int(status.get("succeeded") or 0) + 1
+                if indexed:
+                    done_indexes.add(_pod_index(pod) or 0)
+                continue
+            action, rule_message = _failure_action(spec.get("podFailurePolicy"), pod)
+            if action == "FailJob" and not _has(conditions, "FailureTarget"):
+                _set(conditions, "FailureTarget", "True", "PodFailurePolicy", rule_message, now)
+            if action != "Ignore":
+                status["failed"] = int(status.get("failed") or 0) + 1
+                state.backoff = max(self.pod_backoff, state.backoff * 2)
+                state.next_start = time.monotonic() + state.backoff
+        if indexed:
+            status["completedIndexes"] = _format_indexes(done_indexes)
+
+        suspended = bool(spec.get("suspend"))
+        if suspended:
+            if not _has(conditions, "Suspended"):
+                _set(conditions, "Suspended", "True", "JobSuspended", "Job suspended", now)
+        else:
+            if _has(conditions, "Suspended"):
+                _set(conditions, "Suspended", "False", "JobResumed", "Job resumed", now)
+                status["startTime"] = now  # Kubernetes resets it on every resume
+            status.setdefault("startTime", now)
+
+        backoff_limit = int(spec.get("backoffLimit", 6))
+        if not _has(conditions, "FailureTarget"):
+            if int(status.get("failed") or 0) > backoff_limit:
+                _set(conditions, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
+            elif spec.get("activeDeadlineSeconds") is not None and not suspended and status.get("startTime"):
+                started = _parse_time(status["startTime"]) or time.time()
+                if time.time() - started >= int(spec["activeDeadlineSeconds"]):
+                    _set(conditions, "FailureTarget", "True", "DeadlineExceeded", "Job was active longer than specified deadline", now)
+        succeeded = len(done_indexes) if indexed else int(status.get("succeeded") or 0)
+        if succeeded >= completions and not _has(conditions, "SuccessCriteriaMet") and not _has(conditions, "FailureTarget"):
+            _set(conditions, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods", now)
+
+        finishing = _has(conditions, "FailureTarget") or _has(conditions, "SuccessCriteriaMet")
+        active_runs = [r for r in self.runs.values() if r.job_uid == uid and r.reported not in ("Succeeded", "Failed")]
+        if finishing or suspended:
+            for run in active_runs:
+                run.terminate(self._grace(run.pod))
+                run.delete_when_gone = True  # the job controller deletes the pods it stops
+        else:
+            self._start_missing(job, state, active_runs, done_indexes if indexed else None, succeeded)
+            active_runs = [r for r in self.runs.values() if r.job_uid == uid and r.reported not in ("Succeeded", "Failed")]
+
+        stopping = [r for r in active_runs if r.kill_deadline is not None]
+        if not active_runs:
+            if cond := _get(conditions, "FailureTarget"):
+                _set(conditions, "Failed", "True", cond["reason"], cond["message"], now)
+            elif cond := _get(conditions, "SuccessCriteriaMet"):
+                _set(conditions, "Complete", "True", cond["reason"], cond["message"], now)
+                status["completionTime"] = now
+        status["active"] = len(active_runs) - len(stopping)
+        status["ready"] = sum(1 for r in active_runs if r.reported == "Running" and r.kill_deadline is None)
+        status["terminating"] = len(stopping)
+        for key in ("active", "succeeded", "failed"):
+            if not status.get(key):
+                status[key] = None  # omitted when zero, as Kubernetes writes it
+        if not conditions:
+            status["conditions"] = None
+        patch = {k: v for k, v in status.items() if old.get(k) != v}
+        if patch:
+            self.api.patch(_ns_path("batch/v1", "jobs", meta["namespace"], meta["name"], "status"), {"status": patch})
+
+    def _adopt(self, state: JobState, pods: list[dict], runs: Mapping[str, PodRun]) -> None:
+        """First sight of a Job: its terminal pods were counted by whoever ran them; pods said
+        to be running that no process of ours backs are a lost node's pods (as PodGC marks them)."""
+        state.adopted = True
+        for pod in pods:
+            uid, phase = pod["metadata"]["uid"], (pod.get("status") or {}).get("phase")
+            if uid in runs:
+                continue
+            if phase in ("Succeeded", "Failed"):
+                state.counted.add(uid)
+            else:
+                now = now_rfc3339()
+                status = {"phase": "Failed", "conditions": [
+                    {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
+                     "message": "PodGC: node no longer exists", "lastTransitionTime": now}]}
+                pod["status"] = {**(pod.get("status") or {}), **status}
+                self.api.patch(_ns_path("v1", "pods", pod["metadata"]["namespace"], pod["metadata"]["name"], "status"),
+                               {"status": status})
+
+    def _start_missing(self, job: dict, state: JobState, active: list[PodRun], done_indexes: set[int] | None,
+                       succeeded: int) -> None:
+        if time.monotonic() < state.next_start:
+            return
+        spec = job["spec"]
+        completions = int(spec.get("completions") or 1)
+        if done_indexes is not None:
+            busy = {r.index for r in active}
+            wanted: list[int | None] = [i for i in range(completions) if i not in done_indexes and i not in busy]
+            wanted = wanted[: max(0, int(spec.get("parallelism", completions)) - len(active))]
+        else:
+            count = min(int(spec.get("parallelism", 1)), completions - succeeded) - len(active)
+            wanted = [None] * max(0, count)
+        if wanted and self.remap_ports and not state.host_ports:
+            for container in spec["template"]["spec"].get("containers") or ():
+                for port in container.get("ports") or ():
+                    state.host_ports.setdefault(int(port["containerPort"]), free_port())
+        for index in wanted:
+            self._create_pod(job, state, index)
+
+    def _create_pod(self, job: dict, state: JobState, index: int | None) -> None:
+        meta, template = job["metadata"], copy.deepcopy(job["spec"]["template"])
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        name = f"{meta['name']}-{index}-{suffix}" if index is not None else f"{meta['name']}-{suffix}"
+        labels = {**(template.get("metadata") or {}).get("labels", {})}
+        labels.update({key: meta["name"] for key in JOB_NAME_KEYS})
+        labels.update({key: meta["uid"] for key in UID_KEYS})
+        annotations = {**(template.get("metadata") or {}).get("annotations", {})}
+        pod_spec = template["spec"]
+        if index is not None:
+            labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
+            pod_spec.setdefault("hostname", f"{meta['name']}-{index}")
+        pod_spec["nodeName"] = self.node_name
+        for container in pod_spec.get("containers") or ():
+            for port in container.get("ports") or ():
+                port["containerPort"] = state.host_ports.get(int(port["containerPort"]), port["containerPort"])
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels, "annotations": annotations,
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
+            "spec": pod_spec,
+        }
+        created = self.api.request("POST", _ns_path("v1", "pods", meta["namespace"]), pod)
+        run = PodRun(meta["namespace"], name, created["metadata"]["uid"], meta["uid"], index, job, created,
+                     tempfile.TemporaryDirectory(prefix=f"tuneloop-pod-{name}-"))
+        self.runs[run.uid] = run
+        self._patch_pod_status(run, {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]})
+        self._start_containers(run)
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def _expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: defined variables expand, others stay, $$ escapes."""
+    def sub(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+    return _VAR.sub(sub, value)
+
+
+_FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+
+
+def _field(pod: Mapping[str, Any], path: str) -> str:
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    if match := _FIELD.fullmatch(path):
+        return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    simple = {
+        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"), "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"), "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.podIP": NODE_IP, "status.hostIP": NODE_IP, "status.podIPs": NODE_IP, "status.hostIPs": NODE_IP,
+    }
+    if path not in simple:
+        raise ConfigError(f"unsupported fieldRef {path}")
+    return str(simple[path] or "")
+
+
+def _job_name(pod: Mapping[str, Any]) -> str:
+    return (pod.get("metadata") or {}).get("labels", {}).get(JOB_NAME_KEYS[0], "")
+
+
+def _pod_index(pod: Mapping[str, Any]) -> int | None:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_KEY)
+    return int(value) if value not in (None, "") else None
+
+
+def _get(conditions: Iterable[Mapping[str, Any]], type_: str) -> dict | None:
+    return next((dict(c) for c in conditions if c.get("type") == type_ and c.get("status") == "True"), None)
+
+
+def _has(conditions: Iterable[Mapping[str, Any]], type_: str) -> bool:
+    return _get(conditions, type_) is not None
+
+
+def _set(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, now: str) -> None:
+    for cond in conditions:
+        if cond.get("type") == type_:
+            if cond.get("status") != status:
+                cond["lastTransitionTime"] = now
+            cond.update(status=status, reason=reason, message=message, lastProbeTime=now)
+            return
+    conditions.append({"type": type_, "status": status, "reason": reason, "message": message,
+                       "lastProbeTime": now, "lastTransitionTime": now})
+
+
+def _failure_action(policy: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> tuple[str, str]:
+    """(action, message) of the first podFailurePolicy rule matching a failed pod; Count if none."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    for number, rule in enumerate((policy or {}).get("rules") or ()):
+        if on_codes := rule.get("onExitCodes"):
+            for cs in status.get("containerStatuses") or ():
+                if on_codes.get("containerName") and cs.get("name") != on_codes["containerName"]:
+                    continue
+                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+                if code is None or code == 0:
+                    continue
+                inside = code in (on_codes.get("values") or ())
+                if inside == (on_codes.get("operator", "In") == "In"):
+                    return rule["action"], (f"Container {cs['name']} for pod {meta.get('namespace')}/{meta.get('name')} "
+                                            f"failed with exit code {code} matching {rule['action']} rule at index {number}")
+        for wanted in rule.get("onPodConditions") or ():
+            for cond in status.get("conditions") or ():
+                if cond.get("type") == wanted.get("type") and cond.get("status") == wanted.get("status", "True"):
+                    return rule["action"], (f"Pod {meta.get('namespace')}/{meta.get('name')} has condition {cond['type']} "
+                                            f"matching {rule['action']} rule at index {number}")
+    return "Count", ""
+
+
+def _parse_indexes(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        low, _, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
+def _format_indexes(indexes: set[int]) -> str:
+    """`1,3-5`: the completedIndexes format."""
+    parts, ordered = [], sorted(indexes)
+    while ordered:
+        start = end = ordered.pop(0)
+        while ordered and ordered[0] == end + 1:
+            end = ordered.pop(0)
+        parts.append(str(start) if start == end else f"{start}-{end}")
+    return ",".join(parts)

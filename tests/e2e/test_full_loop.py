@@ -1,0 +1,187 @@
+"""The whole product, end to end: FineTuneJob -> operator -> Job -> pod -> trainer -> S3 -> status.
+
+Everything is real except the node: the operator (a subprocess) against the Kubernetes API
+(the emulator, or $KUBECONFIG), `tuneloop.emulator.kubelet` running the Job's pod as a local
+process of the real `tuneloop-train` (the container's command, its env resolved, the S3
+credentials from a Secret), and moto's S3 server over HTTP. Training is tiny (a 2-layer BERT
+with a word-level tokenizer, a few dozen steps) so the file runs in well under two minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
+from tuneloop.emulator.kubelet import Kubelet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+from trainer_testkit import (BUCKET, build_tiny_model, classification_rows, free_port, list_keys,  # noqa: E402
+                             upload_dir, upload_jsonl)
+
+# Trainer start (torch, transformers imports) dominates; on 2 busy cores allow a generous margin.
+TRAIN_TIMEOUT = 90
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """moto's S3 server on a free port, with the bucket the jobs read from and write to."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=BUCKET)
+    client.endpoint = f"http://127.0.0.1:{port}"
+    yield client
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_s3(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return upload_dir(s3, build_tiny_model("bert", tmp_path_factory.mktemp("tiny-bert")), "models/e2e-bert")
+
+
+@pytest.fixture
+def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
+    node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods",
+                   env={"TUNELOOP_PROGRESS": "never"}, max_grace=10)
+    node.start()
+    yield node
+    node.stop()
+    # Shown by pytest only when the test failed.
+    print(node.logs_tail(60))
+
+
+@pytest.fixture
+def s3_secret(cluster: Cluster) -> str:
+    """The S3 credentials as a Secret: the pod gets them through secretKeyRef, never the ConfigMap."""
+    data = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    cluster.api.create(resource_path("v1", "secrets", cluster.ns), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+    return "s3-credentials"
+
+
+def submit(cluster: Cluster, s3: Any, name: str, *, model: str, train: str, max_steps: int, save_every: int,
+           secret: str, **run_policy: Any) -> str:
+    """A FineTuneJob reading and writing moto's S3; returns its output URI."""
+    output = f"s3://{BUCKET}/runs/{cluster.ns}/{name}/"
+    cluster.api.create(cluster.ftj_path(), {
+        "apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": cluster.ns},
+        "spec": {
+            "task": "sequence-classification",
+            "model": {"source": model},
+            "dataset": {"train": train},
+            "output": {"uri": output, "saveEverySteps": save_every, "keepLast": 2},
+            "training": {"maxSteps": max_steps, "batchSize": 8, "maxSeqLength": 16, "learningRate": 3e-3, "seed": 1},
+            "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
+            "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "credentialsSecret": {"name": secret}},
+            "runPolicy": {"backoffLimit": 2, **run_policy},
+        },
+    })
+    return output
+
+
+def key_of(uri: str) -> str:
+    return uri.removeprefix(f"s3://{BUCKET}/")
+
+
+def trainer_pods(cluster: Cluster, name: str) -> list[dict]:
+    return sorted(cluster.pods(name), key=lambda p: p["metadata"]["creationTimestamp"] + p["metadata"]["name"])
+
+
+def terminated(pod: dict) -> dict:
+    return pod["status"]["containerStatuses"][0]["state"].get("terminated") or {}
+
+
+def job_condition(cluster: Cluster, name: str, type_: str) -> dict | None:
+    job = cluster.job(f"{name}-trainer") or {}
+    return next((c for c in (job.get("status") or {}).get("conditions", []) if c["type"] == type_ and c["status"] == "True"), None)
+
+
+def test_finetunejob_trains_for_real_and_status_converges(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet,
+                                                          s3: Any, tiny_bert_s3: str, s3_secret: str) -> None:
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(200, seed=3))
+    # Long enough (a few seconds) for several scrapes while it trains; checkpoints every 25 steps.
+    output = submit(cluster, s3, "router", model=tiny_bert_s3, train=train, max_steps=100, save_every=25, secret=s3_secret)
+
+    running = cluster.wait_phase("router", "Running", timeout=30)
+    assert running["reason"] == "Training"
+    status = cluster.wait_phase("router", "Succeeded", timeout=TRAIN_TIMEOUT)
+
+    # The Job and its one pod, as the job controller and kubelet reported them.
+    assert job_condition(cluster, "router", "Complete")["reason"] == "CompletionsReached"
+    [pod] = trainer_pods(cluster, "router")
+    assert pod["status"]["phase"] == "Succeeded" and terminated(pod)["exitCode"] == 0
+    assert "model written to" in kubelet.log(pod["metadata"]["name"])
+
+    # Progress, metrics and checkpoints came from scraping the live trainer's endpoint. The
+    # last scrape can predate the last step: the operator does not complete progress on success.
+    assert status["progress"]["totalSteps"] == 100
+    assert 25 <= status["progress"]["step"] <= 100, status["progress"]
+    assert status["metrics"]["train_loss"] > 0
+    assert "learning_rate" in status["metrics"]
+    assert status["checkpoints"]["latest"].startswith(f"{output}checkpoints/step-")
+    assert status["checkpoints"]["final"] == f"{output}final/"
+    assert status["attempts"] == 1
+    assert status["startTime"] and status["completionTime"]
+
+    # The model really is in S3, in Hugging Face format, next to the checkpoints.
+    keys = list_keys(s3, key_of(output))
+    assert {f"{key_of(output)}final/config.json", f"{key_of(output)}final/model.safetensors",
+            f"{key_of(output)}results.json"} <= set(keys)
+    assert f"{key_of(status['checkpoints']['latest']).rstrip('/')}/manifest.json" in keys  # complete, not pruned
+    assert {"Started", "Succeeded"} <= set(cluster.event_reasons("router"))
+
+
+def test_bad_data_fails_at_once_through_the_pod_failure_policy(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet,
+                                                               s3: Any, tiny_bert_s3: str, s3_secret: str) -> None:
+    rows = [{"text": r["text"], "queue": r["label"]} for r in classification_rows(60, seed=5)]  # no `label` column
+    train = upload_jsonl(s3, f"data/{cluster.ns}/unlabelled.jsonl", rows)
+    submit(cluster, s3, "unlabelled", model=tiny_bert_s3, train=train, max_steps=10, save_every=5, secret=s3_secret)
+
+    status = cluster.wait_phase("unlabelled", "Failed", timeout=TRAIN_TIMEOUT)
+    assert status["reason"] == "InvalidInput"
+    assert "tuneloop-train: error:" in status["message"] and "label" in status["message"], status["message"]
+    assert job_condition(cluster, "unlabelled", "Failed")["reason"] == "PodFailurePolicy"
+    [pod] = trainer_pods(cluster, "unlabelled")  # exit code 2: no retry
+    assert terminated(pod)["exitCode"] == 2
+    assert status["attempts"] == 1
+    assert "Failed" in cluster.event_reasons("unlabelled")
+
+
+def test_killed_trainer_is_retried_and_resumes_from_its_checkpoint(cluster: Cluster, operator: OperatorProcess,
+                                                                    kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
+                                                                    s3_secret: str) -> None:
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(400, seed=6))
+    output = submit(cluster, s3, "flaky", model=tiny_bert_s3, train=train, max_steps=200, save_every=4, secret=s3_secret)
+
+    def first_checkpoint() -> bool:
+        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
+
+    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
+    [first] = trainer_pods(cluster, "flaky")
+    os.kill(kubelet.pid(first["metadata"]["name"]), signal.SIGKILL)  # the node's OOM killer, say
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+
+    status = cluster.wait_phase("flaky", "Succeeded", timeout=TRAIN_TIMEOUT)
+    assert status["attempts"] == 2
+    failed, second = trainer_pods(cluster, "flaky")
+    assert terminated(failed)["exitCode"] == 137 and failed["status"]["phase"] == "Failed"
+    assert second["status"]["phase"] == "Succeeded"
+    assert f"resumed from {output}checkpoints/step-" in kubelet.log(second["metadata"]["name"])
+    job = cluster.job("flaky-trainer")
+    assert job["status"]["failed"] == 1 and job["status"]["succeeded"] == 1
+    assert "Retrying" in cluster.event_reasons("flaky")
