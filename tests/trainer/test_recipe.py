@@ -135,3 +135,20 @@ def test_time_based_checkpoints(tmp_path: Path, tiny_bert: Path, run_inprocess: 
     assert code == 0, err
     saved = sorted(p.parent.name for p in (output / "checkpoints").glob("step-*/manifest.json"))
     assert saved == [f"step-{s:08d}" for s in range(1, 7)]
+
+
+def test_early_stopping_stops_once_patience_runs_out(tmp_path: Path, tiny_bert: Path, run_inprocess: Any) -> None:
+    from trainer_testkit import write_jsonl
+
+    # A learning rate this small cannot move accuracy: after the first evaluation sets the best,
+    # every later one is "no improvement", so a patience of 2 stops at the third evaluation.
+    train = write_jsonl(tmp_path / "cls.jsonl", classification_rows(200, seed=8))
+    output = tmp_path / "out"
+    spec = spec_for("sequence-classification", str(tiny_bert), str(train), str(output), maxSteps=40, evalEverySteps=2,
+                    learningRate=1e-12, earlyStopping={"metric": "accuracy", "patience": 2})
+    code, out, err = run_inprocess(spec)
+    assert code == 0, err
+    results = json.loads((output / "results.json").read_text())
+    assert results["step"] == 6 and results["total_steps"] == 40
+    assert [h["step"] for h in results["history"]][:3] == [2, 4, 6]
+    assert "early stopping at step 6" in out + err
