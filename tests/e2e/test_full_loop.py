@@ -13,18 +13,24 @@ import base64
 import os
 import signal
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
 from tuneloop.emulator.kubelet import Kubelet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
-from trainer_testkit import (BUCKET, build_tiny_model, classification_rows, free_port, list_keys,  # noqa: E402
-                             upload_dir, upload_jsonl)
+from trainer_testkit import (
+    BUCKET,
+    build_tiny_model,
+    classification_rows,
+    free_port,
+    list_keys,
+    upload_dir,
+    upload_jsonl,
+)
 
 # Trainer start (torch, transformers imports) dominates; on 2 busy cores allow a generous margin.
 TRAIN_TIMEOUT = 90
@@ -106,8 +112,8 @@ def terminated(pod: dict) -> dict:
     return pod["status"]["containerStatuses"][0]["state"].get("terminated") or {}
 
 
-def job_condition(cluster: Cluster, name: str, type_: str) -> dict | None:
-    job = cluster.job(f"{name}-trainer") or {}
+def job_condition(cluster: Cluster, job_name: str, type_: str) -> dict | None:
+    job = cluster.job(job_name) or {}
     return next((c for c in (job.get("status") or {}).get("conditions", []) if c["type"] == type_ and c["status"] == "True"), None)
 
 
@@ -122,7 +128,7 @@ def test_finetunejob_trains_for_real_and_status_converges(cluster: Cluster, oper
     status = cluster.wait_phase("router", "Succeeded", timeout=TRAIN_TIMEOUT)
 
     # The Job and its one pod, as the job controller and kubelet reported them.
-    assert job_condition(cluster, "router", "Complete")["reason"] == "CompletionsReached"
+    assert job_condition(cluster, "router-trainer", "Complete")["reason"] == "CompletionsReached"
     [pod] = trainer_pods(cluster, "router")
     assert pod["status"]["phase"] == "Succeeded" and terminated(pod)["exitCode"] == 0
     assert "model written to" in kubelet.log(pod["metadata"]["name"])
@@ -155,7 +161,7 @@ def test_bad_data_fails_at_once_through_the_pod_failure_policy(cluster: Cluster,
     status = cluster.wait_phase("unlabelled", "Failed", timeout=TRAIN_TIMEOUT)
     assert status["reason"] == "InvalidInput"
     assert "tuneloop-train: error:" in status["message"] and "label" in status["message"], status["message"]
-    assert job_condition(cluster, "unlabelled", "Failed")["reason"] == "PodFailurePolicy"
+    assert job_condition(cluster, "unlabelled-trainer", "Failed")["reason"] == "PodFailurePolicy"
     [pod] = trainer_pods(cluster, "unlabelled")  # exit code 2: no retry
     assert terminated(pod)["exitCode"] == 2
     assert status["attempts"] == 1
@@ -185,3 +191,97 @@ def test_killed_trainer_is_retried_and_resumes_from_its_checkpoint(cluster: Clus
     job = cluster.job("flaky-trainer")
     assert job["status"]["failed"] == 1 and job["status"]["succeeded"] == 1
     assert "Retrying" in cluster.event_reasons("flaky")
+
+
+# --- the kubelet on its own: plain processes, no operator, a second each --------------------
+
+
+def plain_job(name: str, script: str, **spec: Any) -> dict:
+    """A Job whose container is a Python one-liner (the local install stands in for the image)."""
+    container = {
+        "name": "main", "image": "python", "command": [sys.executable, "-c", script],
+        "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}}},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "PORT", "value": "9400"},
+            {"name": "CONFIG", "value": "/etc/app/settings.txt"},
+        ],
+        "ports": [{"name": "metrics", "containerPort": 9400}],
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"tuneloop.dev/finetunejob": name}},
+        "spec": {"backoffLimit": 0, **spec, "template": {"metadata": {"labels": {"tuneloop.dev/finetunejob": name}}, "spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container],
+            "volumes": [{"name": "config", "configMap": {"name": "app"}}]}}},
+    }
+
+
+@pytest.fixture
+def plain(cluster: Cluster, kubelet: Kubelet, s3_secret: str) -> Cluster:
+    cluster.api.create(resource_path("v1", "configmaps", cluster.ns),
+                       {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}, "data": {"settings.txt": "hello"}})
+    return cluster
+
+
+def run_job(cluster: Cluster, body: dict) -> None:
+    cluster.api.create(resource_path("batch/v1", "jobs", cluster.ns), body)
+
+
+def wait_job_condition(cluster: Cluster, name: str, type_: str, timeout: float = 20) -> dict:
+    return wait_for(lambda: job_condition(cluster, name, type_), timeout=timeout, what=f"Job {name} {type_}")
+
+
+def test_kubelet_resolves_env_volumes_and_ports_and_reports_like_kubernetes(plain: Cluster, kubelet: Kubelet) -> None:
+    script = ("import os; print(os.environ['TOKEN'], os.environ['POD'], os.environ['IP'], os.environ['PORT'], "
+              "open(os.environ['CONFIG']).read())")
+    run_job(plain, plain_job("echo", script))
+    assert wait_job_condition(plain, "echo", "Complete")["reason"] == "CompletionsReached"
+    job = plain.job("echo")
+    assert job["status"]["succeeded"] == 1 and "active" not in job["status"] and job["status"]["completionTime"]
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    [pod] = trainer_pods(plain, "echo")
+    name = pod["metadata"]["name"]
+    assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "echo"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert pod["status"]["phase"] == "Succeeded" and terminated(pod) | {"exitCode": 0, "reason": "Completed"} == terminated(pod)
+    host_port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert host_port != 9400  # pods share the host's network: each Job gets its own port
+    assert kubelet.log(name).strip() == f"testing {name} 127.0.0.1 {host_port} hello"
+
+
+def test_kubelet_retries_up_to_the_backoff_limit_then_fails_the_job(plain: Cluster, kubelet: Kubelet) -> None:
+    run_job(plain, plain_job("crash", "import sys; print('boom'); sys.exit(3)", backoffLimit=1))
+    failed = wait_job_condition(plain, "crash", "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert plain.job("crash")["status"]["failed"] == 2
+    pods = trainer_pods(plain, "crash")
+    assert len(pods) == 2 and all(terminated(p)["exitCode"] == 3 for p in pods)
+    assert terminated(pods[0])["message"].strip() == "boom"  # FallbackToLogsOnError
+
+
+def test_kubelet_suspend_stops_and_deletes_the_pods_and_resume_starts_anew(plain: Cluster, kubelet: Kubelet) -> None:
+    script = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (print('sigterm', flush=True), sys.exit(75))); "
+              "print('up', flush=True); time.sleep(60)")
+    run_job(plain, plain_job("nap", script))
+    first = wait_for(lambda: [p for p in trainer_pods(plain, "nap") if p["status"].get("phase") == "Running"], what="a running pod")[0]
+    wait_for(lambda: "up" in kubelet.log(first["metadata"]["name"]), what="the process to start")
+    plain.api.patch(resource_path("batch/v1", "jobs", plain.ns, "nap"), {"spec": {"suspend": True}})
+    assert wait_job_condition(plain, "nap", "Suspended")["reason"] == "JobSuspended"
+    wait_for(lambda: not trainer_pods(plain, "nap"), what="the pods deleted")
+    assert "sigterm" in kubelet.log(first["metadata"]["name"])
+    assert "failed" not in plain.job("nap")["status"]  # suspension is not a failure
+
+    plain.api.patch(resource_path("batch/v1", "jobs", plain.ns, "nap"), {"spec": {"suspend": False}})
+    second = wait_for(lambda: [p for p in trainer_pods(plain, "nap") if p["status"].get("phase") == "Running"], what="a new pod")[0]
+    assert second["metadata"]["name"] != first["metadata"]["name"]
+    resumed = next(c for c in plain.job("nap")["status"]["conditions"] if c["type"] == "Suspended")
+    assert (resumed["status"], resumed["reason"]) == ("False", "JobResumed")
+
+
+def test_kubelet_fails_a_job_past_its_active_deadline(plain: Cluster, kubelet: Kubelet) -> None:
+    run_job(plain, plain_job("slow", "import time; time.sleep(60)", activeDeadlineSeconds=1))
+    assert wait_job_condition(plain, "slow", "Failed")["reason"] == "DeadlineExceeded"
+    wait_for(lambda: not trainer_pods(plain, "slow"), what="the pod stopped and deleted")
