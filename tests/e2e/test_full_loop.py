@@ -193,6 +193,31 @@ def test_killed_trainer_is_retried_and_resumes_from_its_checkpoint(cluster: Clus
     assert "Retrying" in cluster.event_reasons("flaky")
 
 
+
+def test_suspend_checkpoints_on_sigterm_and_resume_continues_from_it(cluster: Cluster, operator: OperatorProcess,
+                                                                     kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
+                                                                     s3_secret: str) -> None:
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(200, seed=7))
+    output = submit(cluster, s3, "pausable", model=tiny_bert_s3, train=train, max_steps=300, save_every=1000, secret=s3_secret)
+    wait_for(lambda: (cluster.status("pausable").get("progress") or {}).get("step", 0) >= 1, timeout=TRAIN_TIMEOUT,
+             what="training under way (scraped step >= 1)")
+    [first] = trainer_pods(cluster, "pausable")
+
+    cluster.api.patch(cluster.ftj_path("pausable"), {"spec": {"runPolicy": {"suspend": True}}})
+    cluster.wait_phase("pausable", "Suspended", timeout=30)
+    # The pod ended (Failed, exit 75) a moment before the job controller deletes it.
+    wait_for(lambda: not trainer_pods(cluster, "pausable"), timeout=10, what="the suspended Job's pod deleted")
+    assert "SIGTERM: checkpoint at step" in kubelet.log(first["metadata"]["name"])
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the suspend: make it longer"
+
+    cluster.api.patch(cluster.ftj_path("pausable"), {"spec": {"runPolicy": {"suspend": False}}})
+    status = cluster.wait_phase("pausable", "Succeeded", timeout=TRAIN_TIMEOUT)
+    [second] = trainer_pods(cluster, "pausable")
+    assert f"resumed from {output}checkpoints/step-" in kubelet.log(second["metadata"]["name"])
+    assert status["attempts"] == 1  # a suspension is not a failed attempt
+    assert "failed" not in cluster.job("pausable-trainer")["status"]
+    assert {"Suspended", "Resumed", "Succeeded"} <= set(cluster.event_reasons("pausable"))
+
 # --- the kubelet on its own: plain processes, no operator, a second each --------------------
 
 
