@@ -96,6 +96,7 @@ def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, ope
     cluster.wait_event("dist", "Created")
 
 
+@pytest.mark.plays_controllers
 def test_status_and_events_follow_the_job(cluster: Cluster, operator: OperatorProcess, trainer_metrics: tuple[int, dict]) -> None:
     port, page = trainer_metrics
     cluster.create_ftj("sft")
@@ -146,6 +147,7 @@ def test_status_and_events_follow_the_job(cluster: Cluster, operator: OperatorPr
     assert samples[("tuneloop_operator_reconcile_duration_seconds_count", (("handler", "status"), ("kind", "FineTuneJob")))] > 3
 
 
+@pytest.mark.plays_controllers
 def test_restart_mid_flight_never_makes_a_second_job(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("again")
     job = cluster.wait_job("again-trainer")
@@ -180,6 +182,7 @@ def test_invalid_spec_fails_with_the_message_and_no_child(cluster: Cluster, oper
     assert [r for r in cluster.event_reasons("bad") if r == "Failed"] == ["Failed"]  # no retry loop
 
 
+@pytest.mark.plays_controllers
 def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("pause")
     job = cluster.wait_job("pause-trainer")
@@ -206,6 +209,7 @@ def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None
     assert [j["metadata"]["uid"] for j in cluster.jobs("pause")] == [job["metadata"]["uid"]]
 
 
+@pytest.mark.plays_controllers
 def test_kueue_admits_and_the_operator_never_unsuspends(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("queued", runPolicy={"queueName": "team-a"})
     job = cluster.wait_job("queued-trainer")
@@ -221,6 +225,7 @@ def test_kueue_admits_and_the_operator_never_unsuspends(cluster: Cluster, operat
     cluster.wait_phase("queued", "Running")
 
 
+@pytest.mark.plays_controllers
 def test_deadline_fails_with_deadline_exceeded(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("late", runPolicy={"activeDeadlineSeconds": 60})
     job = cluster.wait_job("late-trainer")
@@ -241,6 +246,7 @@ def test_deadline_fails_with_deadline_exceeded(cluster: Cluster, operator: Opera
     assert operator_samples(operator)[("tuneloop_operator_failures_total", (("reason", "DeadlineExceeded"),))] == 1
 
 
+@pytest.mark.plays_controllers
 def test_ttl_removes_the_job_and_keeps_the_status(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("brief", runPolicy={"ttlSecondsAfterFinished": 1})
     job = cluster.wait_job("brief-trainer")
@@ -259,6 +265,7 @@ def test_ttl_removes_the_job_and_keeps_the_status(cluster: Cluster, operator: Op
     assert after["conditions"] == finished["conditions"]
 
 
+@pytest.mark.plays_controllers
 def test_deleting_the_finetunejob_removes_its_children(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("gone", resources={"nodes": 2})
     job = cluster.wait_job("gone-trainer")
@@ -271,6 +278,7 @@ def test_deleting_the_finetunejob_removes_its_children(cluster: Cluster, operato
     wait_for(lambda: cluster.pods("gone") == [], timeout=30, what="pods garbage-collected")
 
 
+@pytest.mark.plays_controllers
 def test_pod_problems_surface_in_status_and_events(cluster: Cluster, operator: OperatorProcess) -> None:
     cluster.create_ftj("oops")
     job = cluster.wait_job("oops-trainer")

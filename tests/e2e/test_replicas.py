@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from e2e.harness import Api, ApiError, Cluster, OperatorProcess, wait_for
@@ -36,6 +38,7 @@ def install_peering(api: Api, namespace: str) -> None:
                {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "tuneloop", "namespace": namespace}})
 
 
+@pytest.mark.plays_controllers
 def test_two_replicas_one_active_then_failover(cluster: Cluster, kubeconfig: str, tmp_path: Path) -> None:
     install_peering(cluster.api, cluster.ns)
     leader = OperatorProcess(kubeconfig, cluster.ns, tmp_path, name="leader", priority=20)
