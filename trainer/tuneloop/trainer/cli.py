@@ -12,6 +12,8 @@ Environment (see config.RuntimeSettings)
     TUNELOOP_JOB_NAME, TUNELOOP_NAMESPACE   labels `job` and `namespace` of every metric
     TUNELOOP_METRICS_PORT                    Prometheus endpoint on rank 0 (default 9400; 0 = off)
     TUNELOOP_CACHE_DIR                       base-model download cache (default ~/.cache/tuneloop)
+    TUNELOOP_TERMINATION_LOG                 the termination message file (default /dev/termination-log;
+                                             the operator sets it to the container's terminationMessagePath)
     AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   S3 (boto3's standard variables)
     NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT   set by the operator's pod spec
@@ -31,8 +33,20 @@ Exit codes (the pod's podFailurePolicy acts on them)
     75   SIGTERM received, checkpoint published (EX_TEMPFAIL: retry, it resumes)
     other  unexpected failure (retryable: a retry resumes from the newest checkpoint)
     Every failure ends with one line `tuneloop-train: error: ...` on stderr saying what is wrong
-    and how to fix it; the same line is written to /dev/termination-log when that file exists
-    (Kubernetes' default terminationMessagePath, shown in the pod's status).
+    and how to fix it; the same line is written to the termination message file.
+
+Termination message (TUNELOOP_TERMINATION_LOG; Kubernetes copies it into the pod's
+    status.containerStatuses[].state.terminated.message, at most 4096 bytes)
+    failure: the error line above
+    success: global rank 0 writes the final report, one JSON line of at most 2048 bytes:
+        {"step": N, "totalSteps": T, "epoch": E,
+         "metrics": {"train_loss": .., "eval_loss": .. (validation), <test metrics by name, e.g.
+                     "accuracy", "macro_f1">, "test_loss": ..},        numbers only; dropped if too long
+         "checkpoints": {"final": "<output.uri>/final/", "best": "<output.uri>/checkpoints/step-N"}}
+        The operator reads it into FineTuneJob status: progress is often scraped last a few
+        steps before the end, and step < totalSteps when early stopping ended the run.
+    The file is written only when it exists (Kubernetes creates it; a laptop has no
+    /dev/termination-log) or when TUNELOOP_TERMINATION_LOG names it explicitly.
 
 Storage layout under output.uri (s3://bucket/prefix or a local folder)
     checkpoints/step-NNNNNNNN/   8-digit step; manifest.json written last = complete
@@ -49,11 +63,13 @@ Metrics: see tuneloop.trainer.metrics (names prefixed tuneloop_trainer_, labels 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from tuneloop.trainer.config import (
     EXIT_FAILED,
@@ -66,7 +82,9 @@ from tuneloop.trainer.config import (
     settings_help,
 )
 
-TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_ENV = "TUNELOOP_TERMINATION_LOG"
+# Kubernetes keeps at most 4096 bytes of a termination message; the report stays well under.
+REPORT_MAX_BYTES = 2048
 # Workers append their failure line here so the launcher can repeat it as its own last line
 # (torchrun's failure report would otherwise be the last thing in the pod log).
 ERROR_FILE_ENV = "TUNELOOP_ERROR_FILE"
@@ -100,17 +118,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def termination_log() -> Path | None:
+    """The termination message file, or None when there is none to write.
+
+    Read from the environment, not RuntimeSettings: a bad setting must still be reported here.
+    """
+    named = os.environ.get(TERMINATION_LOG_ENV)
+    path = Path(named or RuntimeSettings.termination_log)
+    if path.exists():
+        return path if os.access(path, os.W_OK) else None
+    # The default is only ever Kubernetes' file; never create /dev/termination-log on a laptop.
+    return path if named and os.access(path.parent, os.W_OK) else None
+
+
+def write_termination_message(text: str) -> None:
+    path = termination_log()
+    if path is None:
+        return
+    try:
+        path.write_text(text)
+    except OSError:
+        pass  # the message is a courtesy; it must never turn a result into a failure
+
+
 def fail(message: str, code: int) -> int:
     """Print the one clear line; also hand it to the launcher (if any) and to Kubernetes."""
     line = f"tuneloop-train: error: {message}"
     print(line, file=sys.stderr, flush=True)
-    for path, mode in ((os.environ.get(ERROR_FILE_ENV), "a"), (TERMINATION_LOG, "w")):
-        if path and os.path.exists(path):
-            try:
-                with open(path, mode) as f:
-                    f.write(line + "\n")
-            except OSError:
-                pass
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    if error_file and os.path.exists(error_file):
+        try:
+            with open(error_file, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+    write_termination_message(line + "\n")
     return code
 
 
@@ -188,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recipe.cleanup()
         if recipe.is_main:
             print(summary(results), flush=True)
+            write_termination_message(final_report(results))
         return EXIT_OK
     except PermanentError as e:
         return fail(str(e), EXIT_PERMANENT)
@@ -212,6 +255,41 @@ def summary(results: dict) -> str:
         lines.append(f"  test after:  {fmt(results['test'])}")
     lines.append(f"  model written to {results['final_model']}")
     return "\n".join(lines)
+
+
+def final_report(results: Mapping[str, Any], max_bytes: int = REPORT_MAX_BYTES) -> str:
+    """The success termination message (see the module docstring): one compact JSON line.
+
+    Metrics are dropped (the last first), then the checkpoints, until it fits `max_bytes`;
+    the operator falls back to <output.uri>/final/ for whatever is missing.
+    """
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    test = dict(results.get("test") or {})
+    metrics = {"train_loss": results.get("train_loss"), **(results.get("validation") or {})}
+    if "eval_loss" in test:
+        test["test_loss"] = test.pop("eval_loss")  # eval_loss stays the validation loss, as while training
+    metrics.update(test)
+    report: dict[str, Any] = {
+        "step": results["step"],
+        "totalSteps": results["total_steps"],
+        "epoch": results.get("epoch"),
+        "metrics": {k: v for k, v in metrics.items() if number(v)},
+        "checkpoints": {"final": results["final_model"].rstrip("/") + "/"},
+    }
+    if results.get("best_checkpoint"):
+        report["checkpoints"]["best"] = results["best_checkpoint"]
+
+    def line() -> str:
+        return json.dumps(report, separators=(",", ":"))
+
+    while len(line().encode()) > max_bytes and report["metrics"]:
+        report["metrics"].pop(next(reversed(report["metrics"])))
+    for drop in ("best", "final"):
+        if len(line().encode()) > max_bytes:
+            report["checkpoints"].pop(drop, None)
+    return line()
 
 
 if __name__ == "__main__":

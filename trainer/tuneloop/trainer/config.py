@@ -85,6 +85,12 @@ class RuntimeSettings:
     cache_dir: str = env(
         "TUNELOOP_CACHE_DIR", "Where base models from S3 are downloaded once (per URI).", "~/.cache/tuneloop"
     )
+    termination_log: str = env(
+        "TUNELOOP_TERMINATION_LOG",
+        "Rank 0's final report (one JSON line) on success, the error line on failure; the operator sets it to the "
+        "container's terminationMessagePath. Written only if the file exists or this variable names it.",
+        "/dev/termination-log",
+    )
     s3_endpoint_url: str | None = env(
         "AWS_ENDPOINT_URL_S3", "S3 endpoint (MinIO, Ceph, moto); AWS_ENDPOINT_URL is read too (boto3's own rule)."
     )
