@@ -156,7 +156,7 @@ ENV_CASES = [
     ("single node", {}, {
         "TUNELOOP_JOB_NAME": "sft", "TUNELOOP_NAMESPACE": "ml", "TUNELOOP_METRICS_PORT": "9400",
         "TUNELOOP_CACHE_DIR": "/var/cache/tuneloop", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "1",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "TUNELOOP_TERMINATION_LOG": "/dev/termination-log",
     }, ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_REGION"]),
     ("multi node", {"resources": {"nodes": 3, "gpusPerNode": 4}}, {
         "NNODES": "3", "NPROC_PER_NODE": "4", "MASTER_ADDR": "sft-trainer-0.sft-trainer",

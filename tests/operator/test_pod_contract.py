@@ -44,3 +44,6 @@ def test_trainer_reads_the_rendered_environment() -> None:
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {settings.cache_dir, "/tmp", "/dev/shm"}
     assert container["command"] == ["tuneloop-train", "--config", "/etc/tuneloop/config.yaml"]
     assert {"name": "metrics", "containerPort": settings.metrics_port} in container["ports"]
+    # The final report and error line land where Kubernetes reads the termination message.
+    assert settings.termination_log == container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -25,6 +25,7 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 CONTAINER = "trainer"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default, set explicitly
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/etc/tuneloop"
 CACHE_DIR = "/var/cache/tuneloop"
@@ -167,6 +168,8 @@ def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = T
         {"name": "TUNELOOP_NAMESPACE", "value": owner.namespace},
         {"name": "TUNELOOP_METRICS_PORT", "value": str(defaults.metrics_port)},
         {"name": "TUNELOOP_CACHE_DIR", "value": CACHE_DIR},
+        # The container's terminationMessagePath (a local kubelet maps both to its own file).
+        {"name": "TUNELOOP_TERMINATION_LOG", "value": TERMINATION_MESSAGE_PATH},
         # The root filesystem is read-only: libraries that write under $HOME get /tmp.
         {"name": "HOME", "value": "/tmp"},
         {"name": "NNODES", "value": str(res.nodes)},
@@ -288,7 +291,9 @@ def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDef
         "resources": build_resources(spec),
         "securityContext": container_security,
         "volumeMounts": mounts,
-        # The trainer's last line says what is wrong; it lands in the pod status and ours.
+        # The trainer writes its final report (success) or its error line here, and names the
+        # file by TUNELOOP_TERMINATION_LOG; without one, the last log lines say what went wrong.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if spec.image_pull_policy is not None:
