@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tuneloop.operator.scrape import merge_scrape, metrics_url, parse_trainer_metrics
+import pytest
+
+from tuneloop.operator.scrape import (
+    final_report_pending,
+    final_status,
+    merge_scrape,
+    metrics_url,
+    parse_final_report,
+    parse_trainer_metrics,
+)
 
 EXPOSITION = """\
 # HELP tuneloop_trainer_step Optimizer steps done.
@@ -63,3 +72,83 @@ def test_metrics_url_is_rank_zero() -> None:
     assert metrics_url([_pod("Pending", None, 0)]) is None
     assert metrics_url([_pod("Running", "10.0.0.2", 1)]) is None
     assert metrics_url([_pod("Running", "127.0.0.1", 0, port=19400)]) == "http://127.0.0.1:19400/metrics"
+
+
+# --- the final report: rank 0's termination message on success ---------------------------------
+
+REPORT = ('{"step":20,"totalSteps":20,"epoch":2.5,"metrics":{"train_loss":0.41,"eval_loss":0.52,"accuracy":0.9,'
+          '"macro_f1":0.88},"checkpoints":{"final":"s3://o/run/final/","best":"s3://o/run/checkpoints/step-00000010"}}')
+EARLY = '{"step":6,"totalSteps":40,"epoch":0.3,"metrics":{"accuracy":0.5},"checkpoints":{"final":"s3://o/run/final/"}}'
+# What the last scrape left: a few steps short, validation accuracy, the live-only gauges.
+SCRAPED = {"progress": {"step": 18, "totalSteps": 20, "epoch": 2.25, "percent": 90.0, "etaSeconds": 3},
+           "metrics": {"train_loss": 0.45, "accuracy": 0.8, "learning_rate": 1e-5},
+           "checkpoints": {"latest": "s3://o/run/checkpoints/step-00000015"}}
+FALLBACK = {"final": "s3://o/run/final/", "latest": "s3://o/run/checkpoints/step-00000015"}
+
+
+def trainer_pod(phase: str, message: str | None = None, *, rank: int = 0, created: str = "2025-01-01T11:00:00Z") -> dict:
+    state = {"terminated": {"exitCode": 0, "reason": "Completed", "message": message}} if message is not None else {}
+    return {"metadata": {"name": f"run-{rank}", "creationTimestamp": created,
+                         "annotations": {"batch.kubernetes.io/job-completion-index": str(rank)}},
+            "status": {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}]}}
+
+
+# (id, pods, expected status sections: None = unchanged from SCRAPED)
+FINAL_CASES = [
+    ("report", [trainer_pod("Succeeded", REPORT)], {
+        "progress": {"step": 20, "totalSteps": 20, "epoch": 2.5, "percent": 100.0, "etaSeconds": 0},
+        "metrics": {"train_loss": 0.41, "eval_loss": 0.52, "accuracy": 0.9, "macro_f1": 0.88, "learning_rate": 1e-5},
+        "checkpoints": {**FALLBACK, "best": "s3://o/run/checkpoints/step-00000010"},
+    }),
+    # Early stopping: the report's step, not totalSteps; done all the same.
+    ("early stopped", [trainer_pod("Succeeded", EARLY)], {
+        "progress": {"step": 6, "totalSteps": 40, "epoch": 0.3, "percent": 100.0, "etaSeconds": 0},
+        "metrics": {**SCRAPED["metrics"], "accuracy": 0.5},
+        "checkpoints": FALLBACK,
+    }),
+    ("no report (older trainer)", [trainer_pod("Succeeded", "")], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
+    ("no pods left", [], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
+    ("garbage", [trainer_pod("Succeeded", "done!\nbye")], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
+    ("json, not a report", [trainer_pod("Succeeded", "[1, 2]")], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
+    # Kubernetes keeps 4096 bytes: an oversized message arrives cut, so it is no JSON at all.
+    ("oversized, cut at 4096", [trainer_pod("Succeeded", (REPORT[:-2] + ',"x":"' + "y" * 5000 + '"}}')[:4096])],
+     {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
+    # Wrong types are dropped one by one; what is sound still counts.
+    ("bad fields", [trainer_pod("Succeeded", '{"step":"20","totalSteps":20,"metrics":{"accuracy":"high","f1":true,'
+                                             '"mse":0.25},"checkpoints":{"final":7,"other":"s3://x"}}')],
+     {"progress": None, "metrics": {**SCRAPED["metrics"], "mse": 0.25}, "checkpoints": FALLBACK}),
+    # Rank 0 only, its newest Succeeded pod; a failed earlier attempt's message does not count.
+    ("rank 0, newest", [trainer_pod("Failed", "tuneloop-train: error: x", created="2025-01-01T10:00:00Z"),
+                        trainer_pod("Succeeded", EARLY, created="2025-01-01T10:30:00Z"),
+                        trainer_pod("Succeeded", REPORT, created="2025-01-01T11:00:00Z"),
+                        trainer_pod("Succeeded", "", rank=1, created="2025-01-01T11:30:00Z")],
+     {"progress": {"step": 20, "totalSteps": 20, "epoch": 2.5, "percent": 100.0, "etaSeconds": 0}}),
+]
+
+
+@pytest.mark.parametrize("pods, expected", [c[1:] for c in FINAL_CASES], ids=[c[0] for c in FINAL_CASES])
+def test_final_status(pods: list, expected: dict) -> None:
+    new = final_status(SCRAPED, pods, "s3://o/run")
+    for section, want in expected.items():
+        assert new.get(section, SCRAPED[section]) == (SCRAPED[section] if want is None else want), section
+
+
+def test_final_status_without_any_scrape_and_with_a_scraped_final() -> None:
+    assert final_status(None, [], "s3://o/run/") == {"checkpoints": {"final": "s3://o/run/final/"}}
+    assert final_status({"checkpoints": {"final": "s3://o/run/final"}}, [], "s3://o/run")["checkpoints"] == {"final": "s3://o/run/final"}
+
+
+@pytest.mark.parametrize("message", [None, "", "not json", "null", "42", '"text"', '{"step": 1'], ids=repr)
+def test_parse_final_report_ignores_anything_else(message: str | None) -> None:
+    assert parse_final_report(message) == {}
+
+
+@pytest.mark.parametrize("pods, pending", [
+    ([trainer_pod("Running")], True),  # the Job's Complete arrived before the pod's Succeeded
+    ([trainer_pod("Running"), trainer_pod("Succeeded", REPORT, created="2025-01-01T12:00:00Z")], False),
+    ([trainer_pod("Succeeded", REPORT)], False),
+    ([trainer_pod("Running", rank=1)], False),
+    ([], False),
+])
+def test_final_report_pending(pods: list, pending: bool) -> None:
+    assert final_report_pending(pods) is pending

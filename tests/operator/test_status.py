@@ -190,3 +190,29 @@ def test_child_rejected_is_final_and_kept() -> None:
     assert (failed["phase"], failed["reason"]) == ("Failed", "ChildRejected")
     # Without a Job the status stays: the operator does not retry a rejected child forever.
     assert derive_status(None, [], spec=spec(), generation=1, previous=failed, now=NOW) == failed
+
+
+TRACEBACK = ("Traceback (most recent call last):\n  File \"recipe.py\", line 10, in train\nRuntimeError: boom\n"
+             "tuneloop-train: error: RuntimeError: boom (retryable: a retry resumes from the newest checkpoint)\n"
+             "[rank0]: torch.distributed.elastic.multiprocessing.errors.ChildFailedError\n\n")
+
+
+# (id, exit code, termination message, expected message tail)
+FAILURE_MESSAGES = [
+    ("one line", 2, "tuneloop-train: error: missing column `label`\n", "(exit code 2): tuneloop-train: error: missing column `label`"),
+    # FallbackToLogsOnError: up to 80 log lines; the trainer's error line says it, not the traceback.
+    ("log tail with the error line", 1, TRACEBACK,
+     "code 1: tuneloop-train: error: RuntimeError: boom (retryable: a retry resumes from the newest checkpoint)"),
+    ("the last error line wins", 2, "tuneloop-train: error: first\nnoise\ntuneloop-train: error: second\n",
+     "(exit code 2): tuneloop-train: error: second"),
+    ("no error line: the last non-empty one", 1, "loading\nSegmentation fault (core dumped)\n\n  \n",
+     "code 1: Segmentation fault (core dumped)"),
+    ("no message", 1, "", "exited with code 1"),
+]
+
+
+@pytest.mark.parametrize("code, message, tail", [c[1:] for c in FAILURE_MESSAGES], ids=[c[0] for c in FAILURE_MESSAGES])
+def test_failed_pod_message_is_one_line(code: int, message: str, tail: str) -> None:
+    found = pod_problem(pod("Failed", name="p", terminated={"exitCode": code, "reason": "Error", "message": message}), NOW)
+    assert found is not None and "\n" not in found[1]
+    assert found[1].endswith(tail), found

@@ -8,7 +8,8 @@ and make API calls only through `kube.Kube`.
   is recreated, `suspend` re-synced.
 - `expire_finished_job` (daemon, finished with a TTL): deletes the Job after
   `ttlSecondsAfterFinished`; the FineTuneJob and its status stay.
-- `scrape_progress` (timer, Running only): progress, metrics and checkpoints from rank 0.
+- `scrape_progress` (timer, Running only): progress, metrics and checkpoints from rank 0; on
+  success `refresh_status` completes them from rank 0's final report (its termination message).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from tuneloop.operator.builders import (
 )
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Kube
-from tuneloop.operator.scrape import fetch_trainer_metrics, merge_scrape, metrics_url, parse_trainer_metrics
-from tuneloop.operator.status import INVALID_SPEC, TERMINAL, derive_status, parse_time, status_patch, transition_events
+from tuneloop.operator.scrape import (
+    fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
+)
+from tuneloop.operator.status import (
+    INVALID_SPEC, SUCCEEDED, TERMINAL, derive_status, parse_time, status_patch, transition_events,
+)
 
 FTJ = (GROUP, VERSION, PLURAL)
 # Timer intervals are decorator arguments, so they are read once, at import.
@@ -213,11 +218,14 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
         elif job_suspend_patch(parsed, job) is not None:  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
 
-    new = derive_status(job, owned_pods(trainer_pods, namespace, name, job), spec=parsed, problems=problems,
-                        generation=body.metadata.get("generation", 1), previous=current, now=now(),
-                        unschedulable_after=config.unschedulable_after)
-    if new.get("phase") == "Succeeded" and parsed is not None and not (current.get("checkpoints") or {}).get("final"):
-        new["checkpoints"] = {**(current.get("checkpoints") or {}), "final": parsed.output.uri.rstrip("/") + "/final/"}
+    pods = owned_pods(trainer_pods, namespace, name, job)
+    new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
+                        previous=current, now=now(), unschedulable_after=config.unschedulable_after)
+    if new.get("phase") == SUCCEEDED and parsed is not None:
+        if final_report_pending(pods):
+            return  # the pod's final state is a watch event behind the Job's: its report comes next pass
+        # Succeeded is written once (this timer then stops), with the trainer's final report.
+        new.update(final_status(current, pods, parsed.output.uri))
     write_status(body, memo, current, new, patch)
     metrics.record_phase(namespace, name, new.get("phase"))
 
@@ -270,6 +278,8 @@ async def scrape_progress(body: kopf.Body, status: kopf.Status, name: str, names
     except Exception as exc:  # unreachable or mid-restart: the job itself is unaffected
         logger.debug(f"No progress from {url}: {exc!r}")
         return
+    if is_finished(last_status(body, memo, status)):
+        return  # the final report is in status; a scrape from the last moments would undo it
     changes = merge_scrape(status, parse_trainer_metrics(text, job=name, namespace=namespace))
     if changes:
         patch.status.update(changes)

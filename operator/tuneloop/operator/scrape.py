@@ -1,13 +1,21 @@
-"""Progress, metrics and checkpoints read from the trainer's Prometheus endpoint.
+"""Progress, metrics and checkpoints read from the trainer: its Prometheus endpoint while it
+runs, its final report when it has succeeded.
 
 `parse_trainer_metrics` is pure (exposition text in, status fields out) and parses with
 prometheus_client's own parser rather than by hand. `fetch_trainer_metrics` is the only I/O:
 one GET with a hard total timeout, so an unreachable pod costs at most that long and never
 affects the training itself.
+
+Scrapes are periodic, so the last one often predates the last step, and the test metrics come
+after training. On success, rank 0 therefore leaves a final report (one JSON line, see the
+trainer's cli.py) as its termination message, which Kubernetes copies into the pod status:
+`final_status` (pure) reads it from there. Taking step = totalSteps instead would lie when
+early stopping ended the run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Mapping, Sequence
 
@@ -15,7 +23,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tuneloop.operator.builders import CONTAINER
-from tuneloop.operator.status import pod_rank
+from tuneloop.operator.status import pod_rank, trainer_terminated
 
 PREFIX = "tuneloop_trainer_"
 # Gauge (without prefix) -> status.metrics key; the names the printer columns and Grafana use.
@@ -99,6 +107,65 @@ def merge_scrape(current: Mapping[str, Any] | None, scraped: Mapping[str, Any]) 
         if changed:
             patch[section] = changed
     return patch
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(float(value))
+
+
+def parse_final_report(message: str | None) -> dict[str, Any]:
+    """The trainer's final report as status sections {"progress", "metrics", "checkpoints"};
+    {} for any other message (an older trainer, a log tail, JSON cut at 4096 bytes).
+
+    Progress is complete: the run is over, whether at totalSteps or earlier (early stopping).
+    """
+    try:
+        report = json.loads(message or "")
+    except ValueError:
+        return {}
+    if not isinstance(report, dict):
+        return {}
+    found: dict[str, Any] = {}
+    step, total = report.get("step"), report.get("totalSteps")
+    if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (step, total)):
+        found["progress"] = {"step": step, "totalSteps": total, "percent": 100.0, "etaSeconds": 0}
+        if _number(report.get("epoch")):
+            found["progress"]["epoch"] = round(float(report["epoch"]), 4)
+    metrics = report.get("metrics")
+    if isinstance(metrics, dict):
+        found["metrics"] = {k: round(float(v), 6) for k, v in metrics.items() if isinstance(k, str) and _number(v)}
+    checkpoints = report.get("checkpoints")
+    if isinstance(checkpoints, dict):
+        found["checkpoints"] = {k: v for k, v in checkpoints.items() if k in ("best", "final") and isinstance(v, str) and v}
+    return {key: value for key, value in found.items() if value}
+
+
+def _succeeded_rank0(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded" and pod_rank(p) == 0]
+    return max(done, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", default=None)
+
+
+def final_report_pending(pods: Sequence[Mapping[str, Any]]) -> bool:
+    """The Job says Complete but its rank-0 pod has not caught up in our view (separate watches)."""
+    rank0 = [p for p in pods if pod_rank(p) == 0]
+    return _succeeded_rank0(pods) is None and any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in rank0)
+
+
+def final_status(current: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], output_uri: str) -> dict[str, Any]:
+    """progress, metrics and checkpoints of a Succeeded job: the final report's values win over
+    the last scrape's; without a report, progress stays as scraped and checkpoints.final is
+    `<output_uri>/final/` (where the trainer always exports the model)."""
+    current = current or {}
+    pod = _succeeded_rank0(pods)
+    report = parse_final_report(trainer_terminated(pod).get("message")) if pod is not None else {}
+    checkpoints = dict(current.get("checkpoints") or {})
+    if "final" not in checkpoints:
+        checkpoints["final"] = output_uri.rstrip("/") + "/final/"
+    new: dict[str, Any] = {"checkpoints": {**checkpoints, **report.get("checkpoints", {})}}
+    for section in ("progress", "metrics"):
+        if section in report:
+            new[section] = {**(current.get(section) or {}), **report[section]}
+    return new
 
 
 async def fetch_trainer_metrics(url: str, timeout: float = 3.0) -> str:

@@ -20,12 +20,13 @@ from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, E
 PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SUSPENDED = "Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
 CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Succeeded", "Failed", "Suspended")
-# Fields derive_status owns; progress, metrics and checkpoints come from the trainer scrape.
+# Fields derive_status owns; progress, metrics and checkpoints come from the trainer (scrape.py).
 OWNED = ("phase", "reason", "message", "observedGeneration", "conditions", "attempts", "startTime", "completionTime", "jobName")
 INVALID_SPEC = "InvalidSpec"
 # Pending that long with the scheduler saying no is worth a Stalled condition, not a shrug.
 UNSCHEDULABLE_AFTER_SECONDS = 300.0
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+ERROR_PREFIX = "tuneloop-train: error:"  # the trainer's last word on a failure (trainer cli.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,21 @@ def _trainer_state(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+def trainer_terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The trainer container's `terminated` state ({} while it runs)."""
+    return _dig(_trainer_state(pod), "state", "terminated") or {}
+
+
+def error_line(message: str) -> str:
+    """The line of a termination message that says what went wrong.
+
+    FallbackToLogsOnError hands over up to 80 log lines (a traceback, torchrun's report); the
+    trainer's own `tuneloop-train: error:` line says it best, else the last line does.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if line.startswith(ERROR_PREFIX)), lines[-1] if lines else "")
+
+
 def pod_problem(pod: Mapping[str, Any], now: datetime, unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS) -> tuple[str, str] | None:
     """(reason, message) when a pod is failing or stuck; None when it is fine or still starting."""
     name = _dig(pod, "metadata", "name", default="pod")
@@ -89,7 +105,7 @@ def pod_problem(pod: Mapping[str, Any], now: datetime, unschedulable_after: floa
             return "Evicted", f"pod {name} was evicted: {_dig(pod, 'status', 'message', default='')}".strip()
         if terminated:
             code = terminated.get("exitCode")
-            detail = (terminated.get("message") or "").strip()
+            detail = error_line(terminated.get("message") or "")
             if terminated.get("reason") == "OOMKilled" or code == 137 and "OOM" in (terminated.get("reason") or ""):
                 return "OOMKilled", f"pod {name} ran out of memory (OOMKilled); raise spec.resources.memory or lower spec.training.batchSize"
             if code == EXIT_BAD_INPUT:
