@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from trainer_testkit import classification_rows, spec_for, write_jsonl
 from tuneloop.trainer.cli import REPORT_MAX_BYTES, final_report
 

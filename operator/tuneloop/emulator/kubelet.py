@@ -42,9 +42,9 @@ What is local, and how the differences are bridged (one machine, no containers):
   (hostPath is used as is); every command/arg/env string that is a mountPath or starts with
   one is rewritten to its directory, as is terminationMessagePath. TMPDIR points at the pod's
   /tmp volume if it has one. A program that opens a container path it was not given in
-  args or env (a path compiled in) sees the host's file system instead: `tuneloop-train`
-  writes its failure line to /dev/termination-log only if that file exists, which it does
-  not here, so the line reaches the pod status through FallbackToLogsOnError instead.
+  args or env (a path compiled in) sees the host's file system instead; so the operator
+  names the terminationMessagePath to `tuneloop-train` in TUNELOOP_TERMINATION_LOG, which is
+  rewritten like any other, and its final report or error line reaches the pod status.
 - Network: every pod shares the host's; its podIP is 127.0.0.1. So that two pods (or a pod
   and anything else) never fight over a port, each containerPort of a Job gets a free host
   port (`remap_ports`, one map per Job so all its pods agree): the Pod object carries the
