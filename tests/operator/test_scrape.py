@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from tuneloop.operator.scrape import (
@@ -143,12 +145,23 @@ def test_parse_final_report_ignores_anything_else(message: str | None) -> None:
     assert parse_final_report(message) == {}
 
 
-@pytest.mark.parametrize("pods, pending", [
-    ([trainer_pod("Running")], True),  # the Job's Complete arrived before the pod's Succeeded
-    ([trainer_pod("Running"), trainer_pod("Succeeded", REPORT, created="2025-01-01T12:00:00Z")], False),
-    ([trainer_pod("Succeeded", REPORT)], False),
-    ([trainer_pod("Running", rank=1)], False),
-    ([], False),
-])
-def test_final_report_pending(pods: list, pending: bool) -> None:
-    assert final_report_pending(pods) is pending
+NOW = datetime(2025, 1, 1, 12, 0, 10, tzinfo=timezone.utc)
+
+
+def complete_job(at: str | None = "2025-01-01T12:00:00Z", completion: str | None = None) -> dict:
+    conditions = [{"type": "Complete", "status": "True", "lastTransitionTime": at}] if at else []
+    return {"status": {"conditions": conditions, **({"completionTime": completion} if completion else {})}}
+
+
+@pytest.mark.parametrize("job, pods, pending", [
+    (complete_job(), [trainer_pod("Running")], True),  # the Job's Complete arrived before the pod's Succeeded
+    (complete_job(at=None, completion="2025-01-01T12:00:05Z"), [trainer_pod("Pending")], True),
+    (complete_job(at="2025-01-01T11:59:00Z"), [trainer_pod("Running")], False),  # waited long enough: give up
+    (complete_job(at=None), [trainer_pod("Running")], False),
+    (complete_job(), [trainer_pod("Running"), trainer_pod("Succeeded", REPORT, created="2025-01-01T12:00:00Z")], False),
+    (complete_job(), [trainer_pod("Succeeded", REPORT)], False),
+    (complete_job(), [trainer_pod("Running", rank=1)], False),
+    (complete_job(), [], False),
+], ids=["lagging pod", "lagging, completionTime", "past the grace", "no time", "newer pod done", "done", "rank 1", "no pods"])
+def test_final_report_pending(job: dict, pods: list, pending: bool) -> None:
+    assert final_report_pending(job, pods, NOW) is pending

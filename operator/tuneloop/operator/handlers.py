@@ -222,7 +222,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
                         previous=current, now=now(), unschedulable_after=config.unschedulable_after)
     if new.get("phase") == SUCCEEDED and parsed is not None:
-        if final_report_pending(pods):
+        if final_report_pending(job, pods, now()):
             return  # the pod's final state is a watch event behind the Job's: its report comes next pass
         # Succeeded is written once (this timer then stops), with the trainer's final report.
         new.update(final_status(current, pods, parsed.output.uri))

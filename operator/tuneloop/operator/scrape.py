@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tuneloop.operator.builders import CONTAINER
-from tuneloop.operator.status import pod_rank, trainer_terminated
+from tuneloop.operator.status import parse_time, pod_rank, trainer_terminated
 
 PREFIX = "tuneloop_trainer_"
 # Gauge (without prefix) -> status.metrics key; the names the printer columns and Grafana use.
 METRIC_KEYS = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "samples_per_second")
 CHECKPOINT_KINDS = ("latest", "best", "final")
+# How long a completed Job's rank-0 pod may lag behind it in our view before its report is given up on.
+REPORT_GRACE_SECONDS = 30.0
 
 
 def _finite(value: float) -> bool:
@@ -145,10 +148,20 @@ def _succeeded_rank0(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | N
     return max(done, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", default=None)
 
 
-def final_report_pending(pods: Sequence[Mapping[str, Any]]) -> bool:
-    """The Job says Complete but its rank-0 pod has not caught up in our view (separate watches)."""
-    rank0 = [p for p in pods if pod_rank(p) == 0]
-    return _succeeded_rank0(pods) is None and any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in rank0)
+def final_report_pending(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime,
+                         grace: float = REPORT_GRACE_SECONDS) -> bool:
+    """The Job completed moments ago but its rank-0 pod has not caught up in our view yet.
+
+    Jobs and pods come by separate watches; past `grace` the report is given up on.
+    """
+    if _succeeded_rank0(pods) is not None:
+        return False
+    if not any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in pods if pod_rank(p) == 0):
+        return False
+    status = job.get("status") or {}
+    complete = next((c for c in status.get("conditions") or () if c.get("type") == "Complete" and c.get("status") == "True"), {})
+    done = parse_time(complete.get("lastTransitionTime") or status.get("completionTime"))
+    return done is not None and (now - done).total_seconds() < grace
 
 
 def final_status(current: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], output_uri: str) -> dict[str, Any]:
