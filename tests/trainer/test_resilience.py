@@ -4,7 +4,6 @@ and the metrics endpoint passes `promtool check metrics` while training."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys

@@ -8,13 +8,10 @@ the moto server, so every test exercises the same S3 code as production.
 from __future__ import annotations
 
 import json
-import os
 import random
 import socket
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 

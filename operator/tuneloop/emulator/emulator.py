@@ -13,7 +13,6 @@ What is kmock's and what is ours:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable

@@ -64,7 +64,7 @@ def metadata_errors(metadata: Any) -> list[str]:
         errors.append("metadata.labels: Invalid value: must be an object")
         labels = {}
     for key, value in labels.items():
-        errors += _qualified_name_errors(key, f"metadata.labels")
+        errors += _qualified_name_errors(key, "metadata.labels")
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
             errors.append(f"metadata.labels: Invalid value: {value!r}: a valid label must be a string of at most "
                           f"63 characters: alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
