@@ -5,11 +5,14 @@ Everything is real except the node: the operator (a subprocess) against the Kube
 process of the real `tuneloop-train` (the container's command, its env resolved, the S3
 credentials from a Secret), and moto's S3 server over HTTP. Training is tiny (a 2-layer BERT
 with a word-level tokenizer, a few dozen steps) so the file runs in well under two minutes.
+One job runs on two nodes: an Indexed Job whose two pods, each a `tuneloop-train` launching
+torchrun, rendezvous through rank 0's headless-Service name into one gloo world of size 2.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import os
 import signal
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
 from tuneloop.emulator.kubelet import Kubelet
 
@@ -28,12 +32,14 @@ from trainer_testkit import (
     classification_rows,
     free_port,
     list_keys,
+    read_json,
     upload_dir,
     upload_jsonl,
 )
 
 # Trainer start (torch, transformers imports) dominates; on 2 busy cores allow a generous margin.
 TRAIN_TIMEOUT = 90
+BATCH_SIZE, SEED = 8, 1  # per process (each rank takes batchSize rows of a global batch)
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +85,26 @@ def s3_secret(cluster: Cluster) -> str:
     return "s3-credentials"
 
 
-def submit(cluster: Cluster, s3: Any, name: str, *, model: str, train: str, max_steps: int, save_every: int,
-           secret: str, **run_policy: Any) -> str:
-    """A FineTuneJob reading and writing moto's S3; returns its output URI."""
+def submit(cluster: Cluster, s3: Any, name: str, *, model: str, train: str, max_steps: int | None, save_every: int,
+           secret: str, nodes: int = 1, env: dict[str, str] | None = None, **run_policy: Any) -> str:
+    """A FineTuneJob reading and writing moto's S3; returns its output URI. No `max_steps`: one epoch."""
     output = f"s3://{BUCKET}/runs/{cluster.ns}/{name}/"
+    length = {"maxSteps": max_steps} if max_steps is not None else {"epochs": 1}
+    spec = {
+        "task": "sequence-classification",
+        "model": {"source": model},
+        "dataset": {"train": train},
+        "output": {"uri": output, "saveEverySteps": save_every, "keepLast": 2},
+        "training": {**length, "batchSize": BATCH_SIZE, "maxSeqLength": 16, "learningRate": 3e-3, "seed": SEED},
+        "resources": {"nodes": nodes, "gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
+        "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "credentialsSecret": {"name": secret}},
+        "runPolicy": {"backoffLimit": 2, **run_policy},
+    }
+    if env:
+        spec["env"] = [{"name": k, "value": v} for k, v in env.items()]
     cluster.api.create(cluster.ftj_path(), {
         "apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob",
-        "metadata": {"name": name, "namespace": cluster.ns},
-        "spec": {
-            "task": "sequence-classification",
-            "model": {"source": model},
-            "dataset": {"train": train},
-            "output": {"uri": output, "saveEverySteps": save_every, "keepLast": 2},
-            "training": {"maxSteps": max_steps, "batchSize": 8, "maxSeqLength": 16, "learningRate": 3e-3, "seed": 1},
-            "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
-            "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "credentialsSecret": {"name": secret}},
-            "runPolicy": {"backoffLimit": 2, **run_policy},
-        },
+        "metadata": {"name": name, "namespace": cluster.ns}, "spec": spec,
     })
     return output
 
@@ -222,6 +231,64 @@ def test_suspend_checkpoints_on_sigterm_and_resume_continues_from_it(cluster: Cl
     assert status["attempts"] == 1  # a suspension is not a failed attempt
     assert "failed" not in cluster.job("pausable-trainer")["status"]
     assert {"Suspended", "Resumed", "Succeeded"} <= set(cluster.event_reasons("pausable"))
+
+@pytest.mark.plays_controllers
+def test_two_node_indexed_job_trains_together(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet, s3: Any,
+                                              tiny_bert_s3: str, s3_secret: str, tmp_path: Path) -> None:
+    from tuneloop.trainer.data import epoch_batches
+
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(200, seed=8))
+    # One epoch, so the recipe derives totalSteps from the data and the world size; one thread
+    # per pod, as two pods share the test machine's cores.
+    output = submit(cluster, s3, "pair", model=tiny_bert_s3, train=train, max_steps=None, save_every=4,
+                    secret=s3_secret, nodes=2, env={"OMP_NUM_THREADS": "1"})
+    status = cluster.wait_phase("pair", "Succeeded", timeout=TRAIN_TIMEOUT)
+
+    # The Indexed Job, its headless Service, and one pod per completion index, both exit 0.
+    job = cluster.job("pair-trainer")
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
+    assert job_condition(cluster, "pair-trainer", "Complete")["reason"] == "CompletionsReached"
+    assert job["status"]["succeeded"] == 2 and job["status"]["completedIndexes"] == "0-1" and "failed" not in job["status"]
+    assert cluster.service("pair-trainer")["spec"]["clusterIP"] == "None"
+    pods = sorted(trainer_pods(cluster, "pair"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    assert [p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods] == ["0", "1"]
+    assert all(p["status"]["phase"] == "Succeeded" and terminated(p)["exitCode"] == 0 for p in pods)
+    # Rank 0's DNS name through the headless Service (the kubelet maps it to 127.0.0.1), and
+    # both pods got the same (remapped) rendezvous port: MASTER_PORT agrees across the Job.
+    env = {e["name"]: e for e in pods[1]["spec"]["containers"][0]["env"]}
+    assert env["MASTER_ADDR"]["value"] == "pair-trainer-0.pair-trainer" and env["NNODES"]["value"] == "2"
+    assert "job-completion-index" in env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    dist_ports = {next(port["containerPort"] for port in p["spec"]["containers"][0]["ports"] if port["name"] == "dist") for p in pods}
+    assert len(dist_ports) == 1 and dist_ports != {29500}, dist_ports
+    rank0, rank1 = (kubelet.log(p["metadata"]["name"]) for p in pods)
+    assert "model written to" in rank0
+    assert "checkpoint step" not in rank1 and "model written to" not in rank1  # only global rank 0 writes and reports
+
+    # World size 2 really happened: every checkpoint says so and carries both ranks' RNG.
+    manifests = [k for k in list_keys(s3, f"{key_of(output)}checkpoints/") if k.endswith("manifest.json")]
+    assert manifests
+    for manifest in manifests:
+        assert read_json(s3, manifest.replace("manifest.json", "trainer_state.json"))["world_size"] == 2
+    rng = tmp_path / "rng.pt"
+    s3.download_file(BUCKET, manifests[-1].replace("manifest.json", "rng.pt"), str(rng))
+    assert len(torch.load(rng, weights_only=True)) == 2
+    results = read_json(s3, f"{key_of(output)}results.json")
+
+    # Global batch = batchSize x 2 ranks: half the steps one node would take on the same rows.
+    rows = read_json(s3, f"{key_of(output)}data_report.json")["tokenized"]["train"]
+    one_node, two_nodes = (len(epoch_batches(rows, BATCH_SIZE, world, SEED, 0)) for world in (1, 2))
+    assert status["progress"]["step"] == status["progress"]["totalSteps"] == results["total_steps"] == two_nodes
+    assert two_nodes == math.ceil(one_node / 2), (one_node, two_nodes)
+
+    # One set of outputs, written by rank 0 alone: only the 2-rank run's checkpoint steps (a
+    # pod training on its own would have gone on to twice as many), nothing stray.
+    keys = list_keys(s3, key_of(output))
+    assert {k.removeprefix(key_of(output)).split("/")[0] for k in keys} == {"checkpoints", "final", "results.json", "data_report.json"}
+    saved = {k.removeprefix(f"{key_of(output)}checkpoints/").split("/")[0] for k in keys if "/checkpoints/" in k}
+    assert saved == {f"step-{s:08d}" for s in range(4, two_nodes + 1, 4)[-2:]}, saved  # saveEverySteps 4, keepLast 2
+    assert status["checkpoints"]["final"] == f"{output}final/"
+    assert f"{key_of(output)}final/model.safetensors" in keys
+
 
 # --- the kubelet on its own: plain processes, no operator, a second each --------------------
 
