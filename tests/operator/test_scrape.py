@@ -108,6 +108,13 @@ FINAL_CASES = [
         "metrics": {**SCRAPED["metrics"], "accuracy": 0.5},
         "checkpoints": FALLBACK,
     }),
+    # The report's newest checkpoint replaces a stale scraped one (pruned since that scrape).
+    ("report names the newest checkpoint", [trainer_pod("Succeeded", EARLY.replace(
+        '"checkpoints":{', '"checkpoints":{"latest":"s3://o/run/checkpoints/step-00000006",'))], {
+        "progress": {"step": 6, "totalSteps": 40, "epoch": 0.3, "percent": 100.0, "etaSeconds": 0},
+        "metrics": {**SCRAPED["metrics"], "accuracy": 0.5},
+        "checkpoints": {**FALLBACK, "latest": "s3://o/run/checkpoints/step-00000006"},
+    }),
     ("no report (older trainer)", [trainer_pod("Succeeded", "")], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
     ("no pods left", [], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),
     ("garbage", [trainer_pod("Succeeded", "done!\nbye")], {"progress": None, "metrics": None, "checkpoints": FALLBACK}),

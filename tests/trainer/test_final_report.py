@@ -32,7 +32,12 @@ RESULTS = {
     ({"validation": {f"metric_{i:03d}": 0.123456 for i in range(300)}}, {"train_loss": 1.1, "metric_000": 0.123456},
      None),
     ({"final_model": "s3://b/" + "x" * 3000}, {}, {}),
-], ids=["full", "train-only", "non-numbers", "many-metrics", "huge-uri"])
+    # The newest complete checkpoint after pruning, so status never names a deleted one.
+    ({"latest_checkpoint": "s3://b/runs/x/checkpoints/step-00000006"},
+     {"train_loss": 1.1, "eval_loss": 1.0, "accuracy": 0.6, "macro_f1": 0.55, "test_loss": 0.9},
+     {"final": "s3://b/runs/x/final/", "best": "s3://b/runs/x/checkpoints/step-00000002",
+      "latest": "s3://b/runs/x/checkpoints/step-00000006"}),
+], ids=["full", "train-only", "non-numbers", "many-metrics", "huge-uri", "latest"])
 def test_final_report(overrides: dict, metrics: dict, checkpoints: dict | None) -> None:
     line = final_report({**RESULTS, **overrides})
     assert "\n" not in line and len(line.encode()) <= REPORT_MAX_BYTES < 4096

@@ -139,7 +139,7 @@ def parse_final_report(message: str | None) -> dict[str, Any]:
         found["metrics"] = {k: round(float(v), 6) for k, v in metrics.items() if isinstance(k, str) and _number(v)}
     checkpoints = report.get("checkpoints")
     if isinstance(checkpoints, dict):
-        found["checkpoints"] = {k: v for k, v in checkpoints.items() if k in ("best", "final") and isinstance(v, str) and v}
+        found["checkpoints"] = {k: v for k, v in checkpoints.items() if k in ("latest", "best", "final") and isinstance(v, str) and v}
     return {key: value for key, value in found.items() if value}
 
 

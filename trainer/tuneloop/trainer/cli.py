@@ -278,15 +278,16 @@ def final_report(results: Mapping[str, Any], max_bytes: int = REPORT_MAX_BYTES) 
         "metrics": {k: v for k, v in metrics.items() if number(v)},
         "checkpoints": {"final": results["final_model"].rstrip("/") + "/"},
     }
-    if results.get("best_checkpoint"):
-        report["checkpoints"]["best"] = results["best_checkpoint"]
+    for kind in ("best", "latest"):
+        if results.get(f"{kind}_checkpoint"):
+            report["checkpoints"][kind] = results[f"{kind}_checkpoint"]
 
     def line() -> str:
         return json.dumps(report, separators=(",", ":"))
 
     while len(line().encode()) > max_bytes and report["metrics"]:
         report["metrics"].pop(next(reversed(report["metrics"])))
-    for drop in ("best", "final"):
+    for drop in ("latest", "best", "final"):
         if len(line().encode()) > max_bytes:
             report["checkpoints"].pop(drop, None)
     return line()

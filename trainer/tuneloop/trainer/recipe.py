@@ -437,6 +437,8 @@ class Recipe:
             best = self.publisher.best_step(checkpoints)
             if best is not None:
                 self.results["best_checkpoint"] = self.output.child(step_prefix(best))
+            if checkpoints:  # the newest complete one, after pruning: status must not name a deleted one
+                self.results["latest_checkpoint"] = self.output.child(step_prefix(max(checkpoints)))
             self.export_final()
             self.output.write_bytes("results.json", json.dumps(self.results, indent=1).encode())
             self.metrics.set_checkpoint("final", self.output.child("final"))
