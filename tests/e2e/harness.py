@@ -5,7 +5,6 @@ emulator or a real cluster), and run the real operator as a subprocess.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import socket
@@ -15,81 +14,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
-from urllib.parse import urlencode
+from typing import Any, Callable, TypeVar
 
-import kubernetes
+from tuneloop.emulator.client import ApiError, JsonApi, resource_path  # noqa: F401  (re-exported to tests)
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 FTJ_API = "tuneloop.dev/v1alpha1"
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: str):
-        super().__init__(f"{status}: {body[:500]}")
-        self.status = status
-
-
-def resource_path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
-                  sub: str | None = None) -> str:
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-    if name:
-        path += f"/{name}"
-    if sub:
-        path += f"/{sub}"
-    return path
-
-
-class Api:
-    """Raw JSON over the kubeconfig's connection (auth and TLS handled by the kubernetes client)."""
-
-    def __init__(self, kubeconfig: str | os.PathLike):
-        config = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
-        self.client = kubernetes.client.ApiClient(config)
-
-    def request(self, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
-                content_type: str = "application/json") -> Any:
-        if query:
-            path = f"{path}?{urlencode(query)}"
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        method, url, headers, body, _ = self.client.param_serialize(
-            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
-        response = self.client.call_api(method, url, headers, body, _request_timeout=(5, 30))
-        response.read()
-        text = response.data.decode() if response.data else ""
-        if response.status >= 400:
-            raise ApiError(response.status, text)
-        return json.loads(text) if text else None
-
-    def get(self, path: str) -> Any:
-        try:
-            return self.request("GET", path)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def list(self, path: str, **query: str) -> list[dict]:
-        return self.request("GET", path, query=query or None)["items"]
-
-    def create(self, path: str, body: Mapping[str, Any]) -> dict:
-        return self.request("POST", path, dict(body))
-
-    def patch(self, path: str, body: Mapping[str, Any]) -> dict:
-        return self.request("PATCH", path, dict(body), content_type="application/merge-patch+json")
-
-    def delete(self, path: str, **query: str) -> Any:
-        try:
-            return self.request("DELETE", path, query=query or None)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+# The API in the tests' words: the same client the local kubelet uses.
+Api = JsonApi
 
 
 def wait_for(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> T:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import base64
 import collections
 import copy
-import json
 import logging
 import os
 import random
@@ -82,9 +81,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlencode
 
-import kubernetes
+from tuneloop.emulator.client import ApiError, JsonApi, resource_path
 
 log = logging.getLogger("tuneloop.kubelet")
 
@@ -110,64 +108,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: str):
-        super().__init__(f"{status}: {body[:300]}")
-        self.status = status
-
-
-class _Api:
-    """Raw JSON over the kubeconfig's connection (auth and TLS from the kubernetes client)."""
-
-    def __init__(self, kubeconfig: str | os.PathLike | None):
-        config = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, client_configuration=config)
-        self.client = kubernetes.client.ApiClient(config)
-
-    def request(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None,
-                content_type: str = "application/json") -> Any:
-        if query:
-            path = f"{path}?{urlencode(query)}"
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        method, url, headers, body, _ = self.client.param_serialize(
-            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
-        response = self.client.call_api(method, url, headers, body, _request_timeout=(5, 30))
-        response.read()
-        text = response.data.decode() if response.data else ""
-        if response.status >= 400:
-            raise ApiError(response.status, text)
-        return json.loads(text) if text else None
-
-    def get(self, path: str) -> Any:
-        try:
-            return self.request("GET", path)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def patch(self, path: str, body: Mapping[str, Any]) -> Any:
-        return self.request("PATCH", path, dict(body), content_type="application/merge-patch+json")
-
-    def delete(self, path: str, **query: str) -> None:
-        try:
-            self.request("DELETE", path, query=query or None)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _ns_path(api: str, plural: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-    base = "/api/v1" if api == "v1" else f"/apis/{api}"
-    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-    return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
 
 
 class ConfigError(Exception):
@@ -289,7 +229,7 @@ class Kubelet:
         match `selector`; `env` is added to every container's (last, so it overrides);
         logs go to `log_dir` (a temp dir when None) as `<namespace>_<pod>_<container>.log`;
         `max_grace` caps terminationGracePeriodSeconds."""
-        self.api = _Api(kubeconfig)
+        self.api = JsonApi(kubeconfig)
         self.namespace = namespace
         self.selector = selector
         self.env = dict(env or {})
@@ -385,8 +325,8 @@ class Kubelet:
     def sync_once(self) -> None:
         with self._lock:
             query = {"labelSelector": self.selector} if self.selector else {}
-            jobs = self.api.request("GET", _ns_path("batch/v1", "jobs", self.namespace), query=query)["items"]
-            pods = self.api.request("GET", _ns_path("v1", "pods", self.namespace),
+            jobs = self.api.request("GET", resource_path("batch/v1", "jobs", self.namespace), query=query)["items"]
+            pods = self.api.request("GET", resource_path("v1", "pods", self.namespace),
                                     query={"labelSelector": UID_KEYS[0]})["items"]
             by_job: dict[str, list[dict]] = collections.defaultdict(list)
             listed = {}
@@ -430,7 +370,7 @@ class Kubelet:
             stopped = run.exited() or (not run.started and run.kill_deadline is not None)
             if stopped and (run.delete_when_gone or pod is None):
                 if pod is not None:
-                    self.api.delete(_ns_path("v1", "pods", run.namespace, run.name), gracePeriodSeconds="0")
+                    self.api.delete(resource_path("v1", "pods", run.namespace, run.name), gracePeriodSeconds="0")
                 run.workdir.cleanup()
                 del self.runs[uid]
 
@@ -450,7 +390,7 @@ class Kubelet:
 
     def _patch_pod_status(self, run: PodRun, status: dict[str, Any]) -> None:
         try:
-            run.pod = self.api.patch(_ns_path("v1", "pods", run.namespace, run.name, "status"), {"status": status})
+            run.pod = self.api.patch(resource_path("v1", "pods", run.namespace, run.name, "status"), {"status": status})
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -520,7 +460,7 @@ class Kubelet:
                 source = volume.get("configMap") or volume.get("secret")
                 secret = "secret" in volume
                 ref = source.get("secretName") if secret else source.get("name")
-                obj = self.api.get(_ns_path("v1", "secrets" if secret else "configmaps", run.namespace, ref))
+                obj = self.api.get(resource_path("v1", "secrets" if secret else "configmaps", run.namespace, ref))
                 if obj is None:
                     if source.get("optional"):
                         continue
@@ -615,7 +555,7 @@ class Kubelet:
         for source in container.get("envFrom") or ():
             ref = source.get("configMapRef") or source.get("secretRef")
             secret = "secretRef" in source
-            obj = self.api.get(_ns_path("v1", "secrets" if secret else "configmaps", run.namespace, ref["name"]))
+            obj = self.api.get(resource_path("v1", "secrets" if secret else "configmaps", run.namespace, ref["name"]))
             if obj is None:
                 if ref.get("optional"):
                     continue
@@ -642,7 +582,7 @@ class Kubelet:
         if ref is None:
             raise ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
         kind = "secret" if secret else "configmap"
-        obj = self.api.get(_ns_path("v1", "secrets" if secret else "configmaps", run.namespace, ref["name"]))
+        obj = self.api.get(resource_path("v1", "secrets" if secret else "configmaps", run.namespace, ref["name"]))
         data = self._object_data(obj, secret) if obj is not None else {}
         if ref["key"] not in data:
             if ref.get("optional"):
@@ -747,7 +687,7 @@ class Kubelet:
             status["conditions"] = None
         patch = {k: v for k, v in status.items() if old.get(k) != v}
         if patch:
-            self.api.patch(_ns_path("batch/v1", "jobs", meta["namespace"], meta["name"], "status"), {"status": patch})
+            self.api.patch(resource_path("batch/v1", "jobs", meta["namespace"], meta["name"], "status"), {"status": patch})
 
     def _adopt(self, state: JobState, pods: list[dict], runs: Mapping[str, PodRun]) -> None:
         """First sight of a Job: its terminal pods were counted by whoever ran them; pods said
@@ -765,7 +705,7 @@ class Kubelet:
                     {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
                      "message": "PodGC: node no longer exists", "lastTransitionTime": now}]}
                 pod["status"] = {**(pod.get("status") or {}), **status}
-                self.api.patch(_ns_path("v1", "pods", pod["metadata"]["namespace"], pod["metadata"]["name"], "status"),
+                self.api.patch(resource_path("v1", "pods", pod["metadata"]["namespace"], pod["metadata"]["name"], "status"),
                                {"status": status})
 
     def _start_missing(self, job: dict, state: JobState, active: list[PodRun], done_indexes: set[int] | None,
@@ -811,7 +751,7 @@ class Kubelet:
                                               "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
             "spec": pod_spec,
         }
-        created = self.api.request("POST", _ns_path("v1", "pods", meta["namespace"]), pod)
+        created = self.api.request("POST", resource_path("v1", "pods", meta["namespace"]), pod)
         run = PodRun(meta["namespace"], name, created["metadata"]["uid"], meta["uid"], index, job, created,
                      tempfile.TemporaryDirectory(prefix=f"tuneloop-pod-{name}-"))
         self.runs[run.uid] = run
