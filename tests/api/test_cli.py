@@ -48,6 +48,13 @@ def test_directory_is_walked_and_other_kinds_skipped(tmp_path):
     assert "1 Tuneloop manifest(s) checked: 1 valid, 0 invalid; 1 other document(s) skipped" in out
 
 
+def test_a_bare_spec_file_is_skipped_with_a_plain_note(tmp_path):
+    (tmp_path / "trainer-config.yaml").write_text(yaml.safe_dump(finetunejob()["spec"]))
+    code, out = run(["validate", "-f", str(tmp_path)])
+    assert code == 0
+    assert "skipped: no apiVersion or kind (not a Kubernetes manifest)" in out
+
+
 def test_stdin():
     code, out = run(["validate", "-f", "-", "-q"], stdin=yaml.safe_dump(with_change(finetunejob(), "spec.task", "chat")))
     assert code == 1

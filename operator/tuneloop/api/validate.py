@@ -71,6 +71,8 @@ def validate_manifest(doc: Any, old: Any = None) -> Result:
     if not isinstance(doc, dict):
         return Result(kind=None, note=f"skipped: not a Kubernetes object ({type(doc).__name__})")
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if api_version is None and kind is None:
+        return Result(kind=None, note="skipped: no apiVersion or kind (not a Kubernetes manifest)")
     if not (isinstance(api_version, str) and api_version.startswith(crds.GROUP + "/")):
         return Result(kind=None, note=f"skipped: {api_version} {kind} is not a Tuneloop kind")
     name = (doc.get("metadata") or {}).get("name", "") if isinstance(doc.get("metadata"), dict) else ""
