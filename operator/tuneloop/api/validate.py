@@ -34,17 +34,18 @@ class Result:
     note: str = ""
 
 
-def parse_and_check(kind: str, spec: Any, namespace: str | None = None) -> Any:
-    """Parse a (defaulted) spec into its typed object; SpecError lists every problem.
+def parse_spec(kind: str, spec: Any, namespace: str | None = None) -> tuple[Any | None, list[Problem]]:
+    """The typed spec (None if it does not parse) and every problem with it.
 
-    The one function the operator, the trainer and the CLI share for meaning-level checks.
+    The one function the operator, the trainer and the CLI share, so all three reject the
+    same specs with the same words.
     """
     spec_cls, check = SPECS[kind]
-    parsed = spec_cls.from_dict(spec)
-    problems = check(parsed, namespace)
-    if problems:
-        raise SpecError(problems)
-    return parsed
+    try:
+        parsed = spec_cls.from_dict(spec)
+    except SpecError as err:
+        return None, err.problems
+    return parsed, check(parsed, namespace)
 
 
 def check_metadata(metadata: Any) -> list[Problem]:
@@ -88,11 +89,7 @@ def validate_manifest(doc: Any, old: Any = None) -> Result:
     old_value = apply_defaults(schema, old) if isinstance(old, dict) else _MISSING
     problems += check_cel(schema, value, old_value)
     if not problems:
-        namespace = doc["metadata"].get("namespace")
-        try:
-            parse_and_check(kind, value["spec"], namespace)
-        except SpecError as err:
-            problems += err.problems
+        problems += parse_spec(kind, value["spec"], doc["metadata"].get("namespace"))[1]
     return Result(kind=kind, name=name, problems=_unique(problems))
 
 

@@ -21,9 +21,9 @@ from typing import Any, Mapping
 
 import kopf
 
-from tuneloop.api.checks import check_finetunejob
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import Problem, SpecError
+from tuneloop.api.typed import Problem
+from tuneloop.api.validate import parse_spec
 from tuneloop.operator import metrics
 from tuneloop.operator.builders import (
     GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Owner, build_children, check_names, job_name, job_suspend_patch,
@@ -80,11 +80,8 @@ def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, A
 
 def parse(spec: Mapping[str, Any], name: str, namespace: str) -> tuple[FineTuneJobSpec | None, list[Problem]]:
     """The typed spec and every problem with it (schema-level, meaning-level, child names)."""
-    try:
-        parsed = FineTuneJobSpec.from_dict(dict(spec))
-    except SpecError as exc:
-        return None, exc.problems
-    return parsed, check_finetunejob(parsed, namespace) + check_names(name, parsed)
+    parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
+    return parsed, problems + (check_names(name, parsed) if parsed is not None else [])
 
 
 def parse_cached(memo: kopf.Memo, body: kopf.Body, spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, list[Problem]]:

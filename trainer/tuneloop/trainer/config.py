@@ -21,9 +21,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from tuneloop.api.checks import check_finetunejob
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import SpecError
+from tuneloop.api.validate import parse_spec
 
 # Exit codes: the operator's podFailurePolicy acts on these (see cli.py's docstring).
 EXIT_OK = 0
@@ -59,11 +58,7 @@ def load_config(path: str | os.PathLike[str]) -> FineTuneJobSpec:
         data = data["spec"]
     if not isinstance(data, dict):
         raise PermanentError(f"config {p} must be a FineTuneJob spec (a mapping), got {type(data).__name__}")
-    try:
-        spec = FineTuneJobSpec.from_dict(data)
-    except SpecError as e:
-        raise PermanentError(f"config {p}: " + "; ".join(str(x) for x in e.problems)) from None
-    problems = check_finetunejob(spec, namespace=os.environ.get("TUNELOOP_NAMESPACE") or None)
+    spec, problems = parse_spec("FineTuneJob", data, namespace=os.environ.get("TUNELOOP_NAMESPACE") or None)
     if problems:
         raise PermanentError(f"config {p}: " + "; ".join(str(x) for x in problems))
     return spec
