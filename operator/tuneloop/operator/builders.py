@@ -12,11 +12,10 @@ from typing import Any, Mapping
 
 import yaml
 
+from tuneloop.api.crds import GROUP, VERSION  # the CRDs own the API group and version
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
 
-GROUP = "tuneloop.dev"
-VERSION = "v1alpha1"
 KIND = "FineTuneJob"
 PLURAL = "finetunejobs"
 
