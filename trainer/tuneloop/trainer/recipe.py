@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.trainer import data
+from tuneloop.trainer import data, distributed
 from tuneloop.trainer.checkpoint import (
     CheckpointPublisher,
     TrainerState,
@@ -152,15 +152,16 @@ class Recipe:
         self.total_steps = training.max_steps or max(1, math.ceil((training.epochs or 1.0) * self.steps_per_epoch))
         from transformers import get_scheduler
 
-        scheduler = get_scheduler(
+        # Batches are built by epoch_batches (not an accelerate-prepared DataLoader) so that
+        # the data position in a checkpoint is two integers and resume is exact. The scheduler
+        # stays out of prepare(): accelerate would step it once per process (distributed.py).
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = get_scheduler(
             "constant_with_warmup" if training.scheduler == "constant" else training.scheduler,
-            optimizer,
+            self.optimizer,
             num_warmup_steps=math.ceil(training.warmup_ratio * self.total_steps),  # as transformers.Trainer
             num_training_steps=self.total_steps,
         )
-        # Batches are built by epoch_batches (not an accelerate-prepared DataLoader) so that
-        # the data position in a checkpoint is two integers and resume is exact.
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.state = TrainerState(world_size=self.world)
         self.n_params = sum(p.numel() for p in model.parameters())
         self.metrics.set(total_steps=self.total_steps, step=0, progress_ratio=0.0)
@@ -300,10 +301,25 @@ class Recipe:
         return self.finish()
 
     def train_step(self, micro_batches: list[list[dict[str, Any]]]) -> tuple[float, float, float, float, float]:
-        """One optimizer step over this rank's micro-batches; loss normalised by the step's target count."""
+        """One optimizer step over this rank's micro-batches: gradients, clip, step."""
+        loss_sum, n_items, tokens, samples = self.accumulate_gradients(micro_batches)
+        max_norm = self.spec.training.max_grad_norm or float("inf")
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        distributed.step_scheduler(self.accelerator, self.scheduler)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, n_items, tokens, samples, float(grad_norm)
+
+    def accumulate_gradients(self, micro_batches: list[list[dict[str, Any]]]) -> tuple[float, float, float, float]:
+        """Forward and backward over this rank's micro-batches of one step.
+
+        The loss is normalised by the step's target count over all ranks, so the gradient
+        equals the single-process one over the same micro-batches (distributed.py).
+        """
         acc, model = self.accelerator, self.model
         model.train()
         n_items = sum(data.count_loss_tokens(mb) for mb in micro_batches)
+        scale = distributed.loss_scale(self.world, distributed.global_sum(acc, n_items))
         loss_sum = tokens = samples = 0.0
         for i, micro in enumerate(micro_batches):
             batch = self.collate(micro)
@@ -311,28 +327,23 @@ class Recipe:
             # DDP all-reduces gradients only on the last micro-batch of the step.
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 summed = self.loss_sum(self.forward(batch), batch)
-                acc.backward(summed / max(n_items, 1))
+                acc.backward(summed * scale)
             loss_sum += summed.item()
             tokens += sum(len(ex["input_ids"]) for ex in micro)
             samples += data.count_sequences(micro)
-        max_norm = self.spec.training.max_grad_norm or float("inf")
-        grad_norm = acc.clip_grad_norm_(model.parameters(), max_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, float(n_items), tokens, samples, float(grad_norm)
+        return loss_sum, float(n_items), tokens, samples
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
         batch = data.collate_packed(items, pad) if self.packed else data.collate_padded(items, pad)
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], model: Any = None) -> torch.Tensor:
         """Logits in fp32. Packed SFT batches pass position_ids and no attention_mask (see data.pack_examples)."""
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
         if self.spec.task == "causal-lm-sft":
             inputs["use_cache"] = False
-        return self.model(**inputs).logits.float()
+        return (model or self.model)(**inputs).logits.float()
 
     def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Summed loss of a batch; the caller divides by the targets of the whole optimizer step."""
@@ -351,7 +362,11 @@ class Recipe:
         """Task metrics on a split, computed over all ranks (each scores a strided share)."""
         examples = self.examples[split]
         task, acc = self.spec.task, self.accelerator
-        self.model.eval()
+        # The unwrapped model: DDP's forward syncs buffers with every rank, and a rank whose
+        # share is empty (fewer rows than processes) never calls it, a deadlock (issue 8 item 7).
+        # accelerate keeps its autocast wrapper on the unwrapped forward.
+        model = acc.unwrap_model(self.model)
+        model.eval()
         mine = examples[self.rank::self.world]
         if self.packed:
             mine = data.pack_examples(mine, self.spec.training.max_seq_length)
@@ -360,7 +375,7 @@ class Recipe:
         for start in range(0, len(mine), size):
             chunk = mine[start:start + size]
             batch = self.collate(chunk)
-            logits = self.forward(batch)
+            logits = self.forward(batch, model)
             loss_sum += self.loss_sum(logits, batch).item()
             count += data.count_loss_tokens(chunk)
             if task != "causal-lm-sft":

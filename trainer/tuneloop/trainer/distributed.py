@@ -1,0 +1,43 @@
+"""Data-parallel arithmetic the recipe must get right on many processes (issue 8, items 1 and 2).
+
+Kept apart from the recipe so the rule is stated once, next to why it holds:
+
+* **Loss normalisation.** An optimizer step's loss is the sum of token losses over *every*
+  rank's micro-batches divided by the step's *global* target count. Each rank only sees its
+  own count, and DDP averages gradients (divides by the world size), so each rank scales its
+  summed loss by `world_size / global_count`: the averaged gradient is then exactly the
+  single-process gradient over the union of the micro-batches. Dividing by the rank's own
+  count instead weights a token on a rank with few targets more than one on a busy rank.
+  This is what HF Trainer's `average_tokens_across_devices` and torchtune's
+  `scale_grads(model, world_size / num_tokens)` do.
+* **The LR scheduler is never passed to `accelerator.prepare`.** accelerate's
+  `AcceleratedScheduler.step()` steps the wrapped scheduler `num_processes` times per call
+  (with `split_batches=False`), which made the schedule run `world_size` times too fast. The
+  recipe steps its own scheduler once per optimizer step, skipping the steps the fp16 grad
+  scaler skipped, as HF Trainer does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def global_sum(accelerator: Any, value: float) -> float:
+    """`value` summed over every process (one small all-reduce; the value itself with one process)."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    total = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(total, "sum").item())
+
+
+def loss_scale(world_size: int, global_count: float) -> float:
+    """Factor for a rank's summed loss so that DDP's gradient average is the global token mean."""
+    return world_size / max(global_count, 1.0)
+
+
+def step_scheduler(accelerator: Any, scheduler: Any) -> None:
+    """Advance the (unprepared) scheduler by one optimizer step, unless the grad scaler skipped it."""
+    if not accelerator.optimizer_step_was_skipped:
+        scheduler.step()
