@@ -70,3 +70,20 @@ def test_world2_evaluates_a_split_smaller_than_the_world(world2: dict[str, Any])
     found = world2["schedule"]
     assert found["validation_rows"] == 1
     assert [h["step"] for h in found["history"]] == [4, 8, 12, 16]  # 16: the final evaluation in finish()
+
+
+def test_evaluate_only_on_fewer_rows_than_processes(tiny_llama: Path, tmp_path: Path, trainer_env: dict[str, str]) -> None:
+    """The MaintenancePolicy's evaluation runs on small fresh data; one row at world 2 used to hang."""
+    from trainer_testkit import spec_for, write_config
+
+    fresh = write_jsonl(tmp_path / "fresh.jsonl", uneven_sft_rows(1, seed=7))
+    spec = spec_for("causal-lm-sft", str(tiny_llama), str(fresh), str(tmp_path / "out"))
+    env = {**trainer_env, "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    results = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "tuneloop.trainer.cli", "--config", str(write_config(tmp_path / "c.yaml", spec)),
+                           "--evaluate-only", "--data", str(fresh), "--results", str(results)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(results.read_text())
+    assert found["rows"] == 1 and found["metrics"]["eval_loss"] > 0
