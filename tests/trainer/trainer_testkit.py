@@ -59,8 +59,12 @@ def build_tokenizer(kind: str, chat_template: str | None = None) -> Any:
     return wrapped
 
 
-def build_tiny_model(kind: str, path: Path, chat_template: str | None = None, dropout: float = 0.0) -> Path:
-    """A 2-layer model of `kind` (llama | bert) with random weights, saved as safetensors."""
+def build_tiny_model(kind: str, path: Path, chat_template: str | None = None, dropout: float = 0.0,
+                     dtype: Any = None) -> Path:
+    """A 2-layer model of `kind` (llama | bert) with random weights, saved as safetensors.
+
+    `dtype` (e.g. torch.bfloat16) stores the weights in that dtype, as today's Hub checkpoints are.
+    """
     import torch
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
@@ -76,6 +80,8 @@ def build_tiny_model(kind: str, path: Path, chat_template: str | None = None, dr
         config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                             num_attention_heads=2, max_position_embeddings=128, pad_token_id=0)
         model = BertModel(config)
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path

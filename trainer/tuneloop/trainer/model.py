@@ -90,11 +90,17 @@ def load_tokenizer(model_dir: Path) -> Any:
     return tokenizer
 
 
-def load_model(spec: FineTuneJobSpec, model_dir: Path, label_names: list[str] | None, tokenizer: Any) -> Any:
-    """The task's model class from `model_dir`, with a fresh head for classification/regression."""
+def load_model(spec: FineTuneJobSpec, model_dir: Path, label_names: list[str] | None, tokenizer: Any, *,
+               dtype: Any = None) -> Any:
+    """The task's model class from `model_dir`, with a fresh head for classification/regression.
+
+    `dtype` (precision.load_dtype) is always explicit in the recipe: transformers 5's default
+    "auto" keeps the checkpoint's storage dtype, so bf16 Hub models trained in pure bf16.
+    """
+    import torch
     import transformers
 
-    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True, "dtype": dtype or torch.float32}
     if spec.task == "causal-lm-sft":
         cls = transformers.AutoModelForCausalLM
     else:

@@ -41,6 +41,7 @@ from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.dataset import Splits, load_splits
 from tuneloop.trainer.metrics import TrainerMetrics
 from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer
+from tuneloop.trainer.precision import load_dtype, mixed_precision, upcast_trainable
 from tuneloop.trainer.storage import Storage, open_storage
 
 DEFAULT_METRIC = "eval_loss"
@@ -50,15 +51,6 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L
 
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was published. The CLI exits EXIT_PREEMPTED (retryable)."""
-
-
-def mixed_precision(requested: str) -> str:
-    """Accelerate's mixed_precision for the spec's precision: fp32 on CPU, always (issue 3)."""
-    if not torch.cuda.is_available():
-        return "no"
-    if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[requested]
 
 
 def quiet_transformers() -> None:
@@ -133,8 +125,10 @@ class Recipe:
             self.model_dir = fetch_model(spec.model.source, self.settings, spec.model.revision)
         self.tokenizer = load_tokenizer(self.model_dir)
         set_seed(training.seed)  # same fresh head on every rank
-        model = load_model(spec, self.model_dir, self.splits.label_names, self.tokenizer)
-        model = apply_training_method(model, spec)
+        mixed = self.accelerator.mixed_precision
+        model = load_model(spec, self.model_dir, self.splits.label_names, self.tokenizer,
+                           dtype=load_dtype(mixed, trainable=training.method == "full"))
+        model = upcast_trainable(apply_training_method(model, spec))
 
         self.examples = {name: self.encode(rows, name) for name, rows in
                          (("train", self.splits.train), ("validation", self.splits.validation), ("test", self.splits.test))}
@@ -573,7 +567,7 @@ class Evaluation(Recipe):
         self.splits.label_names = labels
         self.tokenizer = load_tokenizer(model_dir)
         set_seed(spec.training.seed)
-        model = load_model(spec, base_dir, labels, self.tokenizer)
+        model = load_model(spec, base_dir, labels, self.tokenizer, dtype=load_dtype(self.accelerator.mixed_precision, trainable=False))
         if adapter:
             from peft import PeftModel
 
