@@ -98,3 +98,22 @@ def test_fp16_grad_scaler_unscales_fp32_trainable_weights_of_an_fp16_model() -> 
     scaler.unscale_(optimizer)  # raises "Attempting to unscale FP16 gradients." on an fp16 weight
     scaler.step(optimizer)
     scaler.update()
+
+
+def test_checkpoint_carries_the_fp16_grad_scaler(tmp_path: Path) -> None:
+    """An fp16 resume restarts from the saved loss scale, not from 2**16 (item 10)."""
+    from tuneloop.trainer.checkpoint import TrainerState, read_local, write_local
+
+    def parts() -> tuple[Any, Any, Any, Any]:
+        layer = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.AdamW(layer.parameters())
+        return layer, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), torch.amp.GradScaler("cpu")
+
+    layer, optimizer, scheduler, scaler = parts()
+    scaler.scale(torch.ones(1))
+    scaler.update(new_scale=1234.0)
+    write_local(tmp_path / "ckpt", layer, optimizer, scheduler, [], TrainerState(step=3), {}, scaler=scaler)
+    layer, optimizer, scheduler, fresh = parts()
+    fresh.scale(torch.ones(1))  # initialises the scale tensor, as the first backward does
+    read_local(tmp_path / "ckpt", layer, optimizer, scheduler, scaler=fresh)
+    assert fresh.get_scale() == 1234.0

@@ -6,6 +6,7 @@ Layout under `<output.uri>/checkpoints/step-NNNNNNNN/` (8 digits, so names sort 
     optimizer.pt         AdamW state      (torch.save; read back with weights_only=True)
     scheduler.pt         LR scheduler state
     rng.pt               python + torch (+ CUDA) RNG states of every rank
+    scaler.pt            fp16 only: the GradScaler's loss scale, so an fp16 resume is exact
     trainer_state.json   step, data position (epoch, batch), best metric, early-stopping count
     spec.json            the FineTuneJob spec the run used
     manifest.json        written LAST: file names and sizes, step, eval metrics
@@ -70,7 +71,7 @@ class TrainerState:
 
 
 def write_local(directory: Path, model: Any, optimizer: Any, scheduler: Any, rng_states: list[dict[str, Any]],
-                state: TrainerState, spec_dict: dict[str, Any]) -> None:
+                state: TrainerState, spec_dict: dict[str, Any], scaler: Any = None) -> None:
     """Write every checkpoint file except the manifest into `directory`."""
     import torch
     from safetensors.torch import save_file
@@ -81,11 +82,14 @@ def write_local(directory: Path, model: Any, optimizer: Any, scheduler: Any, rng
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
     torch.save(rng_states, directory / "rng.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), directory / "scaler.pt")
     (directory / "trainer_state.json").write_text(state.to_json())
     (directory / "spec.json").write_text(json.dumps(spec_dict, indent=1))
 
 
-def read_local(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[TrainerState, list[dict[str, Any]]]:
+def read_local(directory: Path, model: Any, optimizer: Any, scheduler: Any,
+               scaler: Any = None) -> tuple[TrainerState, list[dict[str, Any]]]:
     """Load a checkpoint folder into model/optimizer/scheduler; returns the state and RNG states."""
     import torch
     from safetensors.torch import load_file
@@ -99,6 +103,8 @@ def read_local(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> t
     optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
     rng = torch.load(directory / "rng.pt", weights_only=True)
+    if scaler is not None and (directory / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(directory / "scaler.pt", weights_only=True))
     return TrainerState.from_json((directory / "trainer_state.json").read_text()), rng
 
 

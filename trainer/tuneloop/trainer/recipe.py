@@ -225,7 +225,8 @@ class Recipe:
         step = max(checkpoints)
         local = self.staging / f"resume-{step}"
         self.publisher.download(step, local)
-        self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+        self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                                  scaler=self.accelerator.scaler)
         if self.state.world_size != self.world:
             # Data order depends on the world size: keep the epoch and the share of it already seen.
             # Exact resume (same batches, same RNG) needs the same number of processes.
@@ -415,7 +416,7 @@ class Recipe:
         if self.is_main:
             local = self.staging / f"step-{self.state.step:08d}"
             write_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
-                        rng_states, self.state, self.spec.to_dict())
+                        rng_states, self.state, self.spec.to_dict(), scaler=self.accelerator.scaler)
             self._save_started = time.monotonic()
             self.publisher.publish(local, self.state.step, evaluated, background=not wait)
         self.accelerator.wait_for_everyone()
