@@ -61,16 +61,21 @@ def build_tokenizer(kind: str, chat_template: str | None = None) -> Any:
 
 def build_tiny_model(kind: str, path: Path, chat_template: str | None = None, dropout: float = 0.0,
                      dtype: Any = None) -> Path:
-    """A 2-layer model of `kind` (llama | bert) with random weights, saved as safetensors.
+    """A 2-layer model of `kind` (llama | opt | bert) with random weights, saved as safetensors.
 
     `dtype` (e.g. torch.bfloat16) stores the weights in that dtype, as today's Hub checkpoints are.
     """
     import torch
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
     torch.manual_seed(0)
-    tokenizer = build_tokenizer(kind, chat_template)
-    if kind == "llama":
+    tokenizer = build_tokenizer("llama" if kind == "opt" else kind, chat_template)
+    if kind == "opt":  # a decoder whose mask builder ignores position_ids: packed sequences leak
+        config = OPTConfig(vocab_size=len(VOCAB), hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                           max_position_embeddings=256, word_embed_proj_dim=32, pad_token_id=0,
+                           bos_token_id=VOCAB.index("<s>"), eos_token_id=VOCAB.index("</s>"), dropout=0.0)
+        model = OPTForCausalLM(config)
+    elif kind == "llama":
         config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                              pad_token_id=0, bos_token_id=VOCAB.index("<s>"), eos_token_id=VOCAB.index("</s>"),

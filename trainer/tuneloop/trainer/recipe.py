@@ -134,7 +134,7 @@ class Recipe:
                          (("train", self.splits.train), ("validation", self.splits.validation), ("test", self.splits.test))}
         if not self.examples["train"]:
             raise PermanentError("no training example has a response token left after truncation; raise training.maxSeqLength")
-        self.packed = spec.task == "causal-lm-sft" and training.packing is not False
+        self.packed = spec.task == "causal-lm-sft" and training.packing is not False and self.packing_is_safe(model)
         self.train_items = data.pack_examples(self.examples["train"], training.max_seq_length) if self.packed else self.examples["train"]
         self.write_data_report()
 
@@ -191,11 +191,27 @@ class Recipe:
             self.metrics.set_data(self.splits.reports)
         return out
 
+    def packing_is_safe(self, model: Any) -> bool:
+        """Pack only if this model keeps packed sequences apart; else padded batches (packing_guard.py)."""
+        from tuneloop.trainer.packing_guard import packing_isolates
+
+        model.to(self.accelerator.device)
+        isolated, difference = packing_isolates(model, self.accelerator.device)
+        isolated = distributed.global_sum(self.accelerator, 0.0 if isolated else 1.0) == 0
+        self.packing_note = None if isolated else (
+            f"{model.config.model_type} lets packed sequences attend to each other (relative logit difference "
+            f"{difference:.2g}); training on padded batches instead")
+        if self.packing_note:
+            self.log(f"packing disabled: {self.packing_note}")
+        return isolated
+
     def write_data_report(self) -> None:
         report = self.splits.report()
         tokens = sum(len(ex["input_ids"]) for ex in self.examples["train"])
         report["tokenized"] = {name: len(exs) for name, exs in self.examples.items()}
         report["tokenized"]["train_tokens"] = tokens
+        if getattr(self, "packing_note", None):
+            report["tokenized"]["packing_disabled"] = self.packing_note
         if self.packed:
             capacity = len(self.train_items) * self.spec.training.max_seq_length
             report["tokenized"]["packed_rows"] = len(self.train_items)
@@ -576,7 +592,7 @@ class Evaluation(Recipe):
         self.examples = {"train": [], "validation": [], "test": self.encode(self.splits.test, "test")}
         if not self.examples["test"]:
             raise PermanentError(f"no usable rows to evaluate in the {split} data")
-        self.packed = spec.task == "causal-lm-sft" and spec.training.packing is not False
+        self.packed = spec.task == "causal-lm-sft" and spec.training.packing is not False and self.packing_is_safe(model)
         self.model = self.accelerator.prepare(model)
         self.state = TrainerState(world_size=self.world)
 
