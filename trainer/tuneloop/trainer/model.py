@@ -150,3 +150,21 @@ def apply_training_method(model: Any, spec: FineTuneJobSpec) -> Any:
             model.enable_input_require_grads()
         model = get_peft_model(model, config)
     return model
+
+
+# Config attributes that bound a sequence's length, by architecture family.
+POSITION_LIMIT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def sequence_limit(model: Any, tokenizer: Any) -> int | None:
+    """The most tokens this model can take: its position table, or the tokenizer's stated limit.
+
+    Longer inputs crash absolute-position models (BERT's 512) with a tensor-size error and make
+    RoPE models extrapolate past their trained context (issue 8 item 6).
+    """
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    limits = [v for a in POSITION_LIMIT_ATTRIBUTES if isinstance(v := getattr(config, a, None), int) and v > 0]
+    stated = getattr(tokenizer, "model_max_length", None)
+    if isinstance(stated, int) and 0 < stated < 1_000_000:  # transformers' "no limit" is a huge sentinel
+        limits.append(stated)
+    return min(limits) if limits else None

@@ -40,7 +40,7 @@ from tuneloop.trainer.checkpoint import (
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.dataset import Splits, load_splits
 from tuneloop.trainer.metrics import TrainerMetrics
-from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer
+from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer, sequence_limit
 from tuneloop.trainer.precision import load_dtype, mixed_precision, upcast_trainable
 from tuneloop.trainer.storage import Storage, open_storage
 
@@ -129,13 +129,14 @@ class Recipe:
         model = load_model(spec, self.model_dir, self.splits.label_names, self.tokenizer,
                            dtype=load_dtype(mixed, trainable=training.method == "full"))
         model = upcast_trainable(apply_training_method(model, spec))
+        self.max_seq_length = self.fit_max_seq_length(model)
 
         self.examples = {name: self.encode(rows, name) for name, rows in
                          (("train", self.splits.train), ("validation", self.splits.validation), ("test", self.splits.test))}
         if not self.examples["train"]:
             raise PermanentError("no training example has a response token left after truncation; raise training.maxSeqLength")
         self.packed = spec.task == "causal-lm-sft" and training.packing is not False and self.packing_is_safe(model)
-        self.train_items = data.pack_examples(self.examples["train"], training.max_seq_length) if self.packed else self.examples["train"]
+        self.train_items = data.pack_examples(self.examples["train"], self.max_seq_length) if self.packed else self.examples["train"]
         self.write_data_report()
 
         optimizer = self.build_optimizer(model)
@@ -167,7 +168,7 @@ class Recipe:
 
     def encode(self, rows: list[data.Row], split: str) -> list[dict[str, Any]]:
         """Tokenise one split; rows that cannot be used are counted in the data report."""
-        spec, fields, max_len = self.spec, self.spec.dataset.fields, self.spec.training.max_seq_length
+        spec, fields, max_len = self.spec, self.spec.dataset.fields, self.max_seq_length
         out, dropped = [], 0
         label_ids = {n: i for i, n in enumerate(self.splits.label_names or [])}
         for row in rows:
@@ -191,6 +192,15 @@ class Recipe:
             self.metrics.set_data(self.splits.reports)
         return out
 
+    def fit_max_seq_length(self, model: Any) -> int:
+        """training.maxSeqLength, clamped to what the model can take (a warning says so)."""
+        wanted, limit = self.spec.training.max_seq_length, sequence_limit(model, self.tokenizer)
+        if limit is not None and wanted > limit:
+            self.log(f"warning: training.maxSeqLength {wanted} exceeds the model's limit of {limit} tokens; "
+                     f"using {limit} (set training.maxSeqLength <= {limit} to silence this)")
+            return limit
+        return wanted
+
     def packing_is_safe(self, model: Any) -> bool:
         """Pack only if this model keeps packed sequences apart; else padded batches (packing_guard.py)."""
         from tuneloop.trainer.packing_guard import packing_isolates
@@ -210,10 +220,11 @@ class Recipe:
         tokens = sum(len(ex["input_ids"]) for ex in self.examples["train"])
         report["tokenized"] = {name: len(exs) for name, exs in self.examples.items()}
         report["tokenized"]["train_tokens"] = tokens
+        report["tokenized"]["max_seq_length"] = self.max_seq_length
         if getattr(self, "packing_note", None):
             report["tokenized"]["packing_disabled"] = self.packing_note
         if self.packed:
-            capacity = len(self.train_items) * self.spec.training.max_seq_length
+            capacity = len(self.train_items) * self.max_seq_length
             report["tokenized"]["packed_rows"] = len(self.train_items)
             report["tokenized"]["packing_efficiency"] = round(tokens / capacity, 4)
         self.data_report = report
@@ -380,7 +391,7 @@ class Recipe:
         model.eval()
         mine = examples[self.rank::self.world]
         if self.packed:
-            mine = data.pack_examples(mine, self.spec.training.max_seq_length)
+            mine = data.pack_examples(mine, self.max_seq_length)
         loss_sum, count, preds, golds = 0.0, 0, [], []
         size = self.spec.training.batch_size
         for start in range(0, len(mine), size):
@@ -589,6 +600,7 @@ class Evaluation(Recipe):
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(model_dir))
+        self.max_seq_length = self.fit_max_seq_length(model)
         self.examples = {"train": [], "validation": [], "test": self.encode(self.splits.test, "test")}
         if not self.examples["test"]:
             raise PermanentError(f"no usable rows to evaluate in the {split} data")
