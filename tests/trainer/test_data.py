@@ -130,8 +130,15 @@ def test_encode_sft_masks_the_prompt() -> None:
     assert ex == {"input_ids": [1, 12, 13, 11, 12, 2], "labels": [-100, -100, -100, 11, 12, 2]}
 
 
+def test_encode_sft_cuts_the_prompt_start_before_the_response() -> None:
+    # BOS a b c d | e EOS into 4 tokens: BOS stays, the prompt's oldest words go (issue 8 item 8).
+    ex = data.encode_sft({"prompt": "a bb ccc dddd", "response": "e"}, WordTokenizer(), FIELDS, max_length=4)
+    assert ex == {"input_ids": [1, 14, 11, 2], "labels": [-100, -100, 11, 2]}
+
+
 def test_encode_sft_drops_rows_whose_response_is_truncated_away() -> None:
-    assert data.encode_sft({"prompt": "a b c d", "response": "e"}, WordTokenizer(), FIELDS, max_length=4) is None
+    # The response alone does not fit and the prompt fills the budget: nothing left to train on.
+    assert data.encode_sft({"prompt": "a b c d", "response": "e f g h"}, WordTokenizer(), FIELDS, max_length=4) is None
 
 
 def test_encode_sft_uses_the_chat_template_for_every_assistant_turn(tiny_llama_chat_tokenizer) -> None:

@@ -255,14 +255,17 @@ def _ids(encoded: Any) -> list[int]:
     return list(encoded)
 
 
-def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int) -> dict[str, list[int]] | None:
+def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int,
+               cuts: Counter[str] | None = None) -> dict[str, list[int]] | None:
     """Token ids and labels for one SFT row; labels are IGNORE_INDEX except on response tokens.
 
     With a chat template, each assistant turn is found as the difference between the
     template applied to the conversation up to that turn with and without the turn itself
     (the approach of TRL's `get_assistant_masks`-free path); without one, prompt and
     response are concatenated with the tokenizer's BOS/EOS. Returns None when no response
-    token survives truncation (the caller counts it as dropped).
+    token survives truncation (the caller counts it as dropped). A row longer than
+    `max_length` is cut by `truncate_sft`; `cuts` counts how ("prompt_truncated" or
+    "response_truncated") for the data report.
     """
     if fields.messages:
         messages = [{"role": m["role"], "content": str(m["content"])} for m in row[fields.messages]]
@@ -297,12 +300,33 @@ def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int) -> d
             else:
                 labels += [IGNORE_INDEX] * len(ids)
             input_ids += ids
-    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    keep_head = 1 if input_ids and input_ids[0] == tokenizer.bos_token_id else 0
+    input_ids, labels, cut = truncate_sft(input_ids, labels, max_length, keep_head)
+    if cut and cuts is not None:
+        cuts[f"{cut}_truncated"] += 1
     if labels:
         labels[0] = IGNORE_INDEX  # nothing precedes it; also keeps packed sequences apart
     if all(x == IGNORE_INDEX for x in labels):
         return None
     return {"input_ids": input_ids, "labels": labels}
+
+
+def truncate_sft(input_ids: list[int], labels: list[int], max_length: int, keep_head: int = 0) -> tuple[list[int], list[int], str | None]:
+    """Fit a row into `max_length` tokens, giving up the prompt's start before any response token.
+
+    Cutting the response's end (what a plain `[:max_length]` does) teaches answers that never
+    end (no EOS); the prompt's oldest tokens are the cheapest loss (issue 8 item 8). The first
+    `keep_head` tokens (a BOS) stay. When even the whole prompt cannot make room, the
+    response's end is cut after all. Returns (ids, labels, None | "prompt" | "response").
+    """
+    excess = len(input_ids) - max_length
+    if excess <= 0:
+        return input_ids, labels, None
+    first_target = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
+    if first_target - keep_head >= excess:
+        keep = lambda xs: xs[:keep_head] + xs[keep_head + excess:]  # noqa: E731
+        return keep(input_ids), keep(labels), "prompt"
+    return input_ids[:max_length], labels[:max_length], "response"
 
 
 def encode_text(row: Row, tokenizer: Any, fields: FieldMap, max_length: int, label: int | float) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import math
 import signal
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -131,6 +132,7 @@ class Recipe:
         model = upcast_trainable(apply_training_method(model, spec))
         self.max_seq_length = self.fit_max_seq_length(model)
 
+        self.truncated: dict[str, dict[str, int]] = {}
         self.examples = {name: self.encode(rows, name) for name, rows in
                          (("train", self.splits.train), ("validation", self.splits.validation), ("test", self.splits.test))}
         if not self.examples["train"]:
@@ -169,11 +171,11 @@ class Recipe:
     def encode(self, rows: list[data.Row], split: str) -> list[dict[str, Any]]:
         """Tokenise one split; rows that cannot be used are counted in the data report."""
         spec, fields, max_len = self.spec, self.spec.dataset.fields, self.max_seq_length
-        out, dropped = [], 0
+        out, dropped, cuts = [], 0, Counter()
         label_ids = {n: i for i, n in enumerate(self.splits.label_names or [])}
         for row in rows:
             if spec.task == "causal-lm-sft":
-                ex = data.encode_sft(row, self.tokenizer, fields, max_len)
+                ex = data.encode_sft(row, self.tokenizer, fields, max_len, cuts)
             elif spec.task == "regression":
                 ex = data.encode_text(row, self.tokenizer, fields, max_len, float(row[fields.label]))
             elif row[fields.label] in label_ids:
@@ -190,6 +192,10 @@ class Recipe:
             if report is not None:
                 report.dropped[reason] = report.dropped.get(reason, 0) + dropped
             self.metrics.set_data(self.splits.reports)
+        self.truncated[split] = dict(cuts)
+        if cuts.get("response_truncated") and split == "train":
+            self.log(f"warning: {cuts['response_truncated']} training responses were cut at training.maxSeqLength "
+                     f"{max_len} even without their prompt; raise it to train on whole answers")
         return out
 
     def fit_max_seq_length(self, model: Any) -> int:
@@ -221,6 +227,7 @@ class Recipe:
         report["tokenized"] = {name: len(exs) for name, exs in self.examples.items()}
         report["tokenized"]["train_tokens"] = tokens
         report["tokenized"]["max_seq_length"] = self.max_seq_length
+        report["tokenized"]["truncated"] = {split: cuts for split, cuts in self.truncated.items() if cuts}
         if getattr(self, "packing_note", None):
             report["tokenized"]["packing_disabled"] = self.packing_note
         if self.packed:
@@ -601,6 +608,7 @@ class Evaluation(Recipe):
 
             model = PeftModel.from_pretrained(model, str(model_dir))
         self.max_seq_length = self.fit_max_seq_length(model)
+        self.truncated = {}
         self.examples = {"train": [], "validation": [], "test": self.encode(self.splits.test, "test")}
         if not self.examples["test"]:
             raise PermanentError(f"no usable rows to evaluate in the {split} data")
