@@ -87,6 +87,7 @@ class LoraSpec:
 class EarlyStoppingSpec:
     metric: str = req("Validation metric to watch (eval_loss, accuracy, macro_f1, mse, mae, perplexity).")
     patience: int = opt(3, "Evaluations without improvement before stopping.")
+    export_best: bool = opt(True, "Export the best checkpoint's weights to final/, not the last ones (a checkpoint is saved at every improvement).")
 
 
 @dataclass(frozen=True, kw_only=True)

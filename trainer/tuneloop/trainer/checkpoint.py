@@ -108,6 +108,13 @@ def read_local(directory: Path, model: Any, optimizer: Any, scheduler: Any,
     return TrainerState.from_json((directory / "trainer_state.json").read_text()), rng
 
 
+def load_trained_weights(path: Path, model: Any) -> None:
+    """A checkpoint's model.safetensors (trained parameters only) into `model`."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)), strict=False)
+
+
 def capture_rng() -> dict[str, Any]:
     import random
 

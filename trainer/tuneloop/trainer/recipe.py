@@ -33,6 +33,7 @@ from tuneloop.trainer.checkpoint import (
     TrainerState,
     capture_rng,
     is_better,
+    load_trained_weights,
     read_local,
     restore_rng,
     step_prefix,
@@ -117,6 +118,8 @@ class Recipe:
         # Data: read and clean on every rank (cheap next to training; no shared disk needed).
         self.splits: Splits = load_splits(spec, self.settings)
         self.metrics.set_data(self.splits.reports)
+        # With early stopping, final/ holds the best checkpoint's weights (a save at each improvement).
+        self.export_best = bool(training.early_stopping and training.early_stopping.export_best)
         if self.metric_name != DEFAULT_METRIC or training.early_stopping:
             if not self.splits.validation:
                 raise PermanentError("training.earlyStopping needs validation data; give dataset.validation or dataset.split.validation > 0")
@@ -309,12 +312,17 @@ class Recipe:
 
                 evaluated: dict[str, float] = {}
                 last = state.step >= self.total_steps
-                if training.eval_every_steps and state.step % training.eval_every_steps == 0 and not last and self.examples["validation"]:
-                    evaluated = self.evaluate("validation")
-                    stopping_early = self.track_best(evaluated)
                 stop_now = totals[4] > 0
                 every = self.spec.output.save_every_steps
-                if stop_now or totals[5] > 0 or (every and state.step % every == 0 and not last):
+                save_now = stop_now or totals[5] > 0 or bool(every and state.step % every == 0 and not last)
+                eval_due = bool(training.eval_every_steps and state.step % training.eval_every_steps == 0)
+                # Every checkpoint (but the SIGTERM one, which must be quick) is evaluated, so the best
+                # one is known whatever saveEverySteps and evalEverySteps are (issue 8 item 9).
+                if self.examples["validation"] and not last and (eval_due or (save_now and not stop_now)):
+                    evaluated = self.evaluate("validation")
+                    stopping_early = self.track_best(evaluated)
+                    save_now = save_now or (self.export_best and state.best_step == state.step)
+                if save_now:
                     self.save_checkpoint(evaluated, wait=stop_now)
                     last_save = time.monotonic()
                 if stop_now:
@@ -468,13 +476,19 @@ class Recipe:
         if self.examples["validation"]:
             self.results["validation"] = self.evaluate("validation")
             self.track_best(self.results["validation"])
+        self.exported_step = state.step
+        if self.export_best and state.best_step is not None and state.best_step != state.step:
+            self.exported_step = self.restore_best()
+            if self.exported_step != state.step:
+                best = next(h for h in state.history if h["step"] == self.exported_step)
+                self.results["validation"] = {k: v for k, v in best.items() if k != "step"}
         if self.examples["test"]:
             self.results["test_before"] = state.test_before
             self.results["test"] = self.evaluate("test")
         self.results.update({"task": self.spec.task, "step": state.step, "total_steps": self.total_steps,
                              "epoch": round(state.step / self.steps_per_epoch, 4), "train_loss": state.last_train_loss,
                              "train_seconds": round(state.train_seconds, 2), "history": state.history,
-                             "final_model": self.output.child("final")})
+                             "final_model": self.output.child("final"), "exported_step": self.exported_step})
         if self.is_main:
             self.publisher.wait()
             checkpoints = self.publisher.complete_checkpoints()
@@ -489,6 +503,26 @@ class Recipe:
         self.accelerator.wait_for_everyone()
         return self.results
 
+    def restore_best(self) -> int:
+        """Load the best checkpoint's trained weights on every rank; returns the step now in the model.
+
+        final/ and the test metrics are then the best model's, not the one `patience`
+        evaluations past it (HF Trainer's load_best_model_at_end).
+        """
+        if self.is_main:
+            self.publisher.wait()
+        self.accelerator.wait_for_everyone()
+        step = self.state.best_step
+        if step not in self.publisher.complete_checkpoints():
+            self.log(f"warning: the best step {step} has no checkpoint; exporting the weights of step {self.state.step}")
+            return self.state.step
+        local = self.staging / f"best-{step}" / "model.safetensors"
+        self.output.download_file(f"{step_prefix(step)}/model.safetensors", local)
+        load_trained_weights(local, self.accelerator.unwrap_model(self.model))
+        self.log(f"exporting the best checkpoint, step {step} ({self.metric_name} {self.state.best_metric:.4f}), "
+                 f"not the last weights (step {self.state.step})")
+        return step
+
     def export_final(self) -> None:
         """Hugging Face format: config, tokenizer, safetensors (LoRA: adapter, and merged if asked)."""
         model = self.accelerator.unwrap_model(self.model)
@@ -500,7 +534,7 @@ class Recipe:
             merged.save_pretrained(str(local / "merged"))
             self.tokenizer.save_pretrained(str(local / "merged"))
         (local / "tuneloop.json").write_text(json.dumps({"task": self.spec.task, "labels": self.splits.label_names,
-                                                          "step": self.state.step, "base_model": self.spec.model.source,
+                                                          "step": self.exported_step, "base_model": self.spec.model.source,
                                                           "base_revision": self.spec.model.revision}, indent=1))
         stale = [k for k in self.output.list("final")]
         self.output.delete([k for k in stale if not (local / k[len("final/"):]).exists()])
