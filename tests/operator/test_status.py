@@ -56,6 +56,8 @@ def pod(phase: str = "Running", *, name: str = "ft-trainer-abc", created: str = 
 OOM = pod("Failed", name="p-oom", terminated={"exitCode": 137, "reason": "OOMKilled"})
 EXIT2 = pod("Failed", name="p-bad", terminated={"exitCode": 2, "reason": "Error", "message": "missing column `label` in train.jsonl"})
 EXIT1 = pod("Failed", name="p-err", terminated={"exitCode": 1, "reason": "Error"})
+EXIT3 = pod("Failed", name="p-gpu-oom", terminated={"exitCode": 3, "reason": "Error", "message":
+            "tuneloop-train: error: out of memory: CUDA out of memory. Tried to allocate 20.00 GiB; the model and batch do not fit"})
 PULL = pod("Pending", name="p-pull", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope\""})
 UNSCHED_OLD = pod("Pending", name="p-uns", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                                          "message": "0/3 nodes have nvidia.com/gpu", "lastTransitionTime": "2025-01-01T11:00:00Z"}])
@@ -81,6 +83,10 @@ CASES = [
      [EXIT1], {}, "Failed", "BackoffLimitExceeded", "exited with code 1", {"Failed", "Stalled"}),
     ("bad input: exit 2", job(failed=1, conditions=[cond("Failed", "PodFailurePolicy", "Container trainer for pod exited with code 2")]),
      [EXIT2], {}, "Failed", "InvalidInput", "missing column `label`", {"Failed", "Stalled"}),
+    ("GPU out of memory: exit 3", job(failed=1, conditions=[cond("Failed", "PodFailurePolicy", "Container trainer for pod exited with code 3")]),
+     [EXIT3], {}, "Failed", "OutOfMemory", "Tried to allocate 20.00 GiB", {"Failed", "Stalled"}),
+    ("GPU out of memory, failure target", job(failed=1, active=1, conditions=[cond("FailureTarget", "PodFailurePolicy")]),
+     [EXIT3], {}, "Failed", "OutOfMemory", "do not fit the GPU (exit code 3)", {"Failed", "Stalled"}),
     ("failure target counts as failed", job(failed=1, active=1, conditions=[cond("FailureTarget", "PodFailurePolicy")]),
      [EXIT2], {}, "Failed", "InvalidInput", "exit code 2", {"Failed", "Stalled"}),
     ("image pull backoff", job(active=1), [PULL], {}, "Pending", "ImagePullBackOff", "nope", {"Reconciling", "Stalled"}),

@@ -32,6 +32,8 @@ MASTER_PORT = 29500
 METRICS_PORT = 9400
 # Exit code the trainer uses for bad config or data: retrying cannot help (issue 3).
 EXIT_BAD_INPUT = 2
+# Exit code the trainer uses when the model and batch do not fit the GPU (issue 8 item 11).
+EXIT_OUT_OF_MEMORY = 3
 # Pod hostnames of an Indexed Job are `<job>-<index>` and must stay a DNS label.
 DNS_LABEL_MAX = 63
 
@@ -268,6 +270,8 @@ def build_pod_failure_policy() -> dict[str, Any]:
         "rules": [
             # Bad config or data (exit 2): fail at once, a retry would fail the same way.
             {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            # Out of GPU memory (exit 3): the same model and batch fail the same way on a retry.
+            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_OUT_OF_MEMORY]}},
             # Preemption and node drain are not the trainer's fault: retry without counting.
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT
+from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
 
 PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SUSPENDED = "Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
@@ -108,6 +108,8 @@ def pod_problem(pod: Mapping[str, Any], now: datetime, unschedulable_after: floa
             detail = error_line(terminated.get("message") or "")
             if terminated.get("reason") == "OOMKilled" or code == 137 and "OOM" in (terminated.get("reason") or ""):
                 return "OOMKilled", f"pod {name} ran out of memory (OOMKilled); raise spec.resources.memory or lower spec.training.batchSize"
+            if code == EXIT_OUT_OF_MEMORY:
+                return "OutOfMemory", f"pod {name}: the model and batch do not fit the GPU (exit code 3)" + (f": {detail}" if detail else "")
             if code == EXIT_BAD_INPUT:
                 return "InvalidInput", f"pod {name}: the trainer rejected its config or data (exit code 2)" + (f": {detail}" if detail else "")
             return "Error", f"pod {name}: the trainer exited with code {code}" + (f": {detail}" if detail else "")
@@ -148,6 +150,8 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
     reason = cond.get("reason") or "Failed"
     message = cond.get("message") or "the training Job failed"
     last = _newest_failure(pods, now)
+    if last and last[0] == "OutOfMemory" and reason != "DeadlineExceeded":
+        return Verdict(FAILED, "OutOfMemory", last[1], stalled=True)
     if reason == "PodFailurePolicy" or (last and last[0] == "InvalidInput" and reason != "DeadlineExceeded"):
         return Verdict(FAILED, "InvalidInput", last[1] if last else message, stalled=True)
     if reason == "DeadlineExceeded":

@@ -30,6 +30,8 @@ Processes
 Exit codes (the pod's podFailurePolicy acts on them)
     0    success: the final model and results.json are written
     2    bad config, data or model (permanent: fail the Job at once, do not retry)
+    3    out of accelerator (or host allocator) memory: the model and batch do not fit; the
+         same retry would fail the same way, so the operator fails the Job (reason OutOfMemory)
     75   SIGTERM received, checkpoint published (EX_TEMPFAIL: retry, it resumes)
     other  unexpected failure (retryable: a retry resumes from the newest checkpoint)
     Every failure ends with one line `tuneloop-train: error: ...` on stderr saying what is wrong
@@ -74,6 +76,7 @@ from typing import Any, Mapping, Sequence
 from tuneloop.trainer.config import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
     EXIT_PERMANENT,
     EXIT_PREEMPTED,
     PermanentError,
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"config file fields (the FineTuneJob spec, YAML or JSON):\n{fields}\n\n"
         f"environment:\n{envs}\n\n"
         f"exit codes: {EXIT_OK} success; {EXIT_PERMANENT} bad config, data or model (do not retry); "
+        f"{EXIT_OUT_OF_MEMORY} out of memory (do not retry); "
         f"{EXIT_PREEMPTED} SIGTERM, checkpoint saved (retry resumes); anything else: retryable failure."
     )
     parser = argparse.ArgumentParser(
@@ -183,6 +187,8 @@ def launch_workers(settings: RuntimeSettings, argv: Sequence[str]) -> int:
         codes = {f.exitcode for f in e.failures.values()}
         if EXIT_PERMANENT in codes:
             return repeat_worker_error(EXIT_PERMANENT, "a worker found a permanent problem")
+        if EXIT_OUT_OF_MEMORY in codes:
+            return repeat_worker_error(EXIT_OUT_OF_MEMORY, "a worker ran out of memory")
         if codes == {EXIT_PREEMPTED}:
             return repeat_worker_error(EXIT_PREEMPTED, "SIGTERM: checkpoint published")
         return repeat_worker_error(EXIT_FAILED, f"worker exited with {sorted(codes)} (retryable)")
@@ -240,7 +246,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("interrupted", 130)
     except Exception as e:  # noqa: BLE001 - the last line must say what happened, then the pod retries
         traceback.print_exc()
+        if is_out_of_memory(e):
+            return fail(f"out of memory: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}; the model "
+                        "and batch do not fit: use training.method: lora, training.gradientCheckpointing: true, or a smaller "
+                        "training.batchSize or training.maxSeqLength (not retried: it would fail the same way)",
+                        EXIT_OUT_OF_MEMORY)
         return fail(f"{type(e).__name__}: {e} (retryable: a retry resumes from the newest checkpoint)", EXIT_FAILED)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA (torch.OutOfMemoryError), host (MemoryError) or CPU-allocator out-of-memory errors.
+
+    Deterministic for a given model, batch and GPU: retrying `backoffLimit` times only reloads
+    the model to fail again (issue 8 item 11). The allocator's RuntimeError is matched by text
+    because torch raises a plain RuntimeError for it.
+    """
+    import torch
+
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("CUDA out of memory" in text or "can't allocate memory" in text)
 
 
 def summary(results: dict) -> str:

@@ -28,6 +28,7 @@ from tuneloop.api.validate import parse_spec
 EXIT_OK = 0
 EXIT_FAILED = 1  # unexpected error: retryable
 EXIT_PERMANENT = 2  # bad config, data or model: retrying cannot help
+EXIT_OUT_OF_MEMORY = 3  # the model and batch do not fit the accelerator: the same retry fails the same way
 EXIT_PREEMPTED = 75  # SIGTERM handled, checkpoint published: retry resumes (EX_TEMPFAIL)
 
 
