@@ -36,23 +36,23 @@ def test_a_long_prompt_loses_its_start_and_the_whole_response_is_trained(tiny_ll
 
     tokenizer = build_tokenizer("llama")  # no chat template: BOS prompt response EOS
     row = {"prompt": " ".join(["the"] * 40), "response": " ".join(["apple"] * 12)}
-    cuts: Counter[str] = Counter()
-    ex = data.encode_sft(row, tokenizer, FieldMap(), max_length=24, cuts=cuts)
+    changes: Counter[str] = Counter()
+    ex = data.encode_sft(row, tokenizer, FieldMap(), max_length=24, changes=changes)
     assert ex is not None and len(ex["input_ids"]) == 24
     assert ex["input_ids"][0] == tokenizer.bos_token_id  # BOS kept
     trained = [t for t in ex["labels"] if t != data.IGNORE_INDEX]
     assert trained == tokenizer.convert_tokens_to_ids(["apple"] * 12) + [tokenizer.eos_token_id]  # EOS trained
-    assert cuts == {"prompt_truncated": 1}
+    assert changes == {"prompt_truncated": 1}
 
     # A response longer than the whole budget is still cut at its end, and counted as such.
     row = {"prompt": "what fruit", "response": " ".join(["apple"] * 40)}
-    ex = data.encode_sft(row, tokenizer, FieldMap(), max_length=24, cuts=cuts)
+    ex = data.encode_sft(row, tokenizer, FieldMap(), max_length=24, changes=changes)
     assert ex is not None and len(ex["input_ids"]) == 24
-    assert cuts == {"prompt_truncated": 1, "response_truncated": 1}
+    assert changes == {"prompt_truncated": 1, "response_truncated": 1}
 
     # With a chat template: the prompt's turn loses its start, the assistant turn survives whole.
     row = {"prompt": " ".join(["the"] * 40), "response": "lime lime"}
-    ex = data.encode_sft(row, tiny_llama_chat_tokenizer, FieldMap(), max_length=24, cuts=cuts)
+    ex = data.encode_sft(row, tiny_llama_chat_tokenizer, FieldMap(), max_length=24, changes=changes)
     trained = tiny_llama_chat_tokenizer.convert_ids_to_tokens([t for t in ex["labels"] if t != data.IGNORE_INDEX])
     assert trained == ["lime", "lime", "</s>"]
 
@@ -65,6 +65,6 @@ def test_data_report_counts_cut_rows(tiny_llama: Path, tmp_path: Path, run_inpro
     spec["dataset"]["split"] = {"validation": 0.0, "test": 0.0}
     code, out, err = run_inprocess(spec)
     assert code == 0, err
-    truncated = json.loads((tmp_path / "out" / "data_report.json").read_text())["tokenized"]["truncated"]
+    truncated = json.loads((tmp_path / "out" / "data_report.json").read_text())["tokenized"]["rows_changed"]
     assert truncated == {"train": {"prompt_truncated": 29, "response_truncated": 3}}  # BOS + 12+i + 3 tokens: all but i=0 exceed 16
     assert "warning: 3 training responses were cut at training.maxSeqLength 16" in out + err

@@ -256,7 +256,7 @@ def _ids(encoded: Any) -> list[int]:
 
 
 def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int,
-               cuts: Counter[str] | None = None) -> dict[str, list[int]] | None:
+               changes: Counter[str] | None = None) -> dict[str, list[int]] | None:
     """Token ids and labels for one SFT row; labels are IGNORE_INDEX except on response tokens.
 
     With a chat template, each assistant turn is found as the difference between the
@@ -264,8 +264,14 @@ def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int,
     (the approach of TRL's `get_assistant_masks`-free path); without one, prompt and
     response are concatenated with the tokenizer's BOS/EOS. Returns None when no response
     token survives truncation (the caller counts it as dropped). A row longer than
-    `max_length` is cut by `truncate_sft`; `cuts` counts how ("prompt_truncated" or
-    "response_truncated") for the data report.
+    `max_length` is cut by `truncate_sft`. `changes` counts what was done to rows for the data
+    report: "prompt_truncated", "response_truncated", "only_last_turn_trained".
+
+    A chat template that renders earlier turns differently once the conversation goes on
+    (Qwen3's drops earlier `<think>` blocks) is not prefix-stable: then only the last assistant
+    turn is trained, the earlier ones being context as the template renders them; a row where
+    even that fails raises UnstableChatTemplate, which the caller counts as a dropped row
+    (issue 8 item 12).
     """
     if fields.messages:
         messages = [{"role": m["role"], "content": str(m["content"])} for m in row[fields.messages]]
@@ -277,14 +283,15 @@ def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int,
     input_ids: list[int] = []
     labels: list[int] = []
     if getattr(tokenizer, "chat_template", None):
-        for i, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            before = _ids(tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=True, return_dict=False)) if i else []
-            upto = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True, return_dict=False))
-            if upto[: len(before)] != before or upto[: len(input_ids)] != input_ids:
-                raise PermanentError("the tokenizer's chat template is not prefix-stable; cannot find the response tokens to train on")
-            input_ids, labels = upto, labels + [IGNORE_INDEX] * (len(before) - len(labels)) + upto[len(before):]
+        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        found = _template_turns(messages, tokenizer, turns)
+        if found is None and len(turns) > 1:
+            found = _template_turns(messages, tokenizer, turns[-1:])
+            if found is not None and changes is not None:
+                changes["only_last_turn_trained"] += 1
+        if found is None:
+            raise UnstableChatTemplate("the tokenizer's chat template is not prefix-stable; cannot find the response tokens to train on")
+        input_ids, labels = found
     else:
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -302,13 +309,34 @@ def encode_sft(row: Row, tokenizer: Any, fields: FieldMap, max_length: int,
             input_ids += ids
     keep_head = 1 if input_ids and input_ids[0] == tokenizer.bos_token_id else 0
     input_ids, labels, cut = truncate_sft(input_ids, labels, max_length, keep_head)
-    if cut and cuts is not None:
-        cuts[f"{cut}_truncated"] += 1
+    if cut and changes is not None:
+        changes[f"{cut}_truncated"] += 1
     if labels:
         labels[0] = IGNORE_INDEX  # nothing precedes it; also keeps packed sequences apart
     if all(x == IGNORE_INDEX for x in labels):
         return None
     return {"input_ids": input_ids, "labels": labels}
+
+
+class UnstableChatTemplate(ValueError):
+    """The chat template renders a conversation's prefix differently from the conversation's start."""
+
+
+def _template_turns(messages: list[dict[str, str]], tokenizer: Any, turns: list[int]) -> tuple[list[int], list[int]] | None:
+    """Ids and labels with the assistant messages at `turns` trained; None if the template is not prefix-stable there.
+
+    Each turn is the difference between the template applied to the conversation up to that
+    turn with and without the turn itself (TRL's approach without `get_assistant_masks`).
+    """
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for i in turns:
+        before = _ids(tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=True, return_dict=False)) if i else []
+        upto = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True, return_dict=False))
+        if upto[: len(before)] != before or upto[: len(input_ids)] != input_ids:
+            return None
+        input_ids, labels = upto, labels + [IGNORE_INDEX] * (len(before) - len(labels)) + upto[len(before):]
+    return input_ids, labels
 
 
 def truncate_sft(input_ids: list[int], labels: list[int], max_length: int, keep_head: int = 0) -> tuple[list[int], list[int], str | None]:

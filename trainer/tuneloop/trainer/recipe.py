@@ -135,10 +135,14 @@ class Recipe:
         model = upcast_trainable(apply_training_method(model, spec))
         self.max_seq_length = self.fit_max_seq_length(model)
 
-        self.truncated: dict[str, dict[str, int]] = {}
+        self.rows_changed: dict[str, dict[str, int]] = {}
         self.examples = {name: self.encode(rows, name) for name, rows in
                          (("train", self.splits.train), ("validation", self.splits.validation), ("test", self.splits.test))}
         if not self.examples["train"]:
+            if "train" in self.splits.reports and self.splits.reports["train"].dropped.get("chat_template_not_prefix_stable"):
+                raise PermanentError("the tokenizer's chat template is not prefix-stable for any training conversation, so the "
+                                     "response tokens cannot be found; use a model whose chat template renders each prefix of a "
+                                     "conversation as the conversation's start")
             raise PermanentError("no training example has a response token left after truncation; raise training.maxSeqLength")
         self.packed = spec.task == "causal-lm-sft" and training.packing is not False and self.packing_is_safe(model)
         self.train_items = data.pack_examples(self.examples["train"], self.max_seq_length) if self.packed else self.examples["train"]
@@ -174,11 +178,15 @@ class Recipe:
     def encode(self, rows: list[data.Row], split: str) -> list[dict[str, Any]]:
         """Tokenise one split; rows that cannot be used are counted in the data report."""
         spec, fields, max_len = self.spec, self.spec.dataset.fields, self.max_seq_length
-        out, dropped, cuts = [], 0, Counter()
+        out, dropped, changes = [], Counter(), Counter()
         label_ids = {n: i for i, n in enumerate(self.splits.label_names or [])}
         for row in rows:
+            reason = "no_response_tokens" if spec.task == "causal-lm-sft" else "unknown_label"
             if spec.task == "causal-lm-sft":
-                ex = data.encode_sft(row, self.tokenizer, fields, max_len, cuts)
+                try:
+                    ex = data.encode_sft(row, self.tokenizer, fields, max_len, changes)
+                except data.UnstableChatTemplate:
+                    ex, reason = None, "chat_template_not_prefix_stable"
             elif spec.task == "regression":
                 ex = data.encode_text(row, self.tokenizer, fields, max_len, float(row[fields.label]))
             elif row[fields.label] in label_ids:
@@ -186,19 +194,23 @@ class Recipe:
             else:
                 ex = None  # a label never seen in training: the model has no class for it
             if ex is None:
-                dropped += 1
+                dropped[reason] += 1
             else:
                 out.append(ex)
         if dropped:
-            reason = "no_response_tokens" if spec.task == "causal-lm-sft" else "unknown_label"
             report = self.splits.reports.get(split)
             if report is not None:
-                report.dropped[reason] = report.dropped.get(reason, 0) + dropped
+                for reason, n in dropped.items():
+                    report.dropped[reason] = report.dropped.get(reason, 0) + n
             self.metrics.set_data(self.splits.reports)
-        self.truncated[split] = dict(cuts)
-        if cuts.get("response_truncated") and split == "train":
-            self.log(f"warning: {cuts['response_truncated']} training responses were cut at training.maxSeqLength "
+        self.rows_changed[split] = dict(changes)
+        if changes.get("response_truncated") and split == "train":
+            self.log(f"warning: {changes['response_truncated']} training responses were cut at training.maxSeqLength "
                      f"{max_len} even without their prompt; raise it to train on whole answers")
+        if dropped.get("chat_template_not_prefix_stable") or changes.get("only_last_turn_trained"):
+            self.log(f"warning: the chat template is not prefix-stable ({split}): "
+                     f"{changes.get('only_last_turn_trained', 0)} conversations train on their last assistant turn only, "
+                     f"{dropped.get('chat_template_not_prefix_stable', 0)} dropped")
         return out
 
     def fit_max_seq_length(self, model: Any) -> int:
@@ -230,7 +242,7 @@ class Recipe:
         report["tokenized"] = {name: len(exs) for name, exs in self.examples.items()}
         report["tokenized"]["train_tokens"] = tokens
         report["tokenized"]["max_seq_length"] = self.max_seq_length
-        report["tokenized"]["truncated"] = {split: cuts for split, cuts in self.truncated.items() if cuts}
+        report["tokenized"]["rows_changed"] = {split: n for split, n in self.rows_changed.items() if n}
         if getattr(self, "packing_note", None):
             report["tokenized"]["packing_disabled"] = self.packing_note
         if self.packed:
@@ -642,7 +654,7 @@ class Evaluation(Recipe):
 
             model = PeftModel.from_pretrained(model, str(model_dir))
         self.max_seq_length = self.fit_max_seq_length(model)
-        self.truncated = {}
+        self.rows_changed = {}
         self.examples = {"train": [], "validation": [], "test": self.encode(self.splits.test, "test")}
         if not self.examples["test"]:
             raise PermanentError(f"no usable rows to evaluate in the {split} data")
