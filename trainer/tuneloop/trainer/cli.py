@@ -218,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             print(f"tuneloop-train: metrics endpoint disabled: port {settings.metrics_port}: {e.strerror}", file=sys.stderr)
     try:
-        from tuneloop.trainer.recipe import Evaluation, Preempted, Recipe
+        from tuneloop.trainer.evaluate_only import Evaluation
+        from tuneloop.trainer.recipe import Preempted, Recipe
 
         if args.evaluate_only:
             evaluation = Evaluation(spec, settings, metrics=metrics)
