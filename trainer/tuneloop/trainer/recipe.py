@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.trainer import data, distributed
+from tuneloop.trainer import data, distributed, throughput
 from tuneloop.trainer.checkpoint import (
     CheckpointPublisher,
     TrainerState,
@@ -47,8 +47,6 @@ from tuneloop.trainer.precision import load_dtype, mixed_precision, upcast_train
 from tuneloop.trainer.storage import Storage, open_storage
 
 DEFAULT_METRIC = "eval_loss"
-# Peak dense bf16 FLOP/s by GPU name, for the MFU estimate (vendor datasheets).
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "V100": 125e12}
 
 
 class Preempted(Exception):
@@ -167,7 +165,7 @@ class Recipe:
             num_training_steps=self.total_steps,
         )
         self.state = TrainerState(world_size=self.world)
-        self.n_params = sum(p.numel() for p in model.parameters())
+        self.flop_counts = throughput.FlopCounts.of(model)
         self.metrics.set(total_steps=self.total_steps, step=0, progress_ratio=0.0)
         if resume:
             self.resume_from_latest()
@@ -563,9 +561,9 @@ class Recipe:
                     tokens_per_second=tokens / seconds, samples_per_second=samples / seconds)
         if torch.cuda.is_available():
             metrics.set(gpu_memory_bytes=torch.cuda.max_memory_allocated())
-            peak = next((f for name, f in PEAK_FLOPS.items() if name in torch.cuda.get_device_name()), None)
-            if peak:  # 6 N FLOPs per token for forward + backward (Kaplan et al. 2020)
-                metrics.set(mfu_ratio=6 * self.n_params * tokens / seconds / (peak * self.world))
+            peak = throughput.peak_flops(torch.cuda.get_device_name(), self.accelerator.mixed_precision)
+            if peak:
+                metrics.set(mfu_ratio=throughput.mfu(self.flop_counts, tokens, samples, seconds, peak, self.world))
 
     def install_sigterm_handler(self) -> None:
         """Kubernetes sends SIGTERM on preemption/eviction: finish the step, checkpoint, exit 75."""
