@@ -4,6 +4,7 @@ equal its logits alone, with the attention kernels transformers uses on CPU."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -74,3 +75,46 @@ def test_recipe_falls_back_to_padded_batches_when_packing_leaks(tiny_llama: Path
     assert not packed and "attend to each other" in report["packing_disabled"]
     assert "packing_efficiency" not in report
     assert any(line.startswith("tuneloop-train: packing disabled: opt lets packed sequences attend") for line in lines)
+
+
+def test_flattened_packs_score_like_batched_packs(tiny_llama: Path) -> None:
+    """The flash_attention_2 layout (one row per micro-batch) trains on the same loss as batched rows."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.trainer.packing_guard import packing_isolates
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).eval()
+    examples = [{"input_ids": [4] + list(range(10, 10 + n)), "labels": [-100] + list(range(10, 10 + n))} for n in (9, 5, 7, 3, 6)]
+    packs = data.pack_examples(examples, max_length=16)
+    assert len(packs) > 1
+
+    def loss(batch: dict) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="sum")
+
+    with torch.no_grad():
+        batched, flat = data.collate_packed(packs, 0), data.collate_packed(data.flatten_packs(packs), 0)
+        assert flat["input_ids"].shape[0] == 1
+        assert (flat["labels"] != -100).sum() == (batched["labels"][:, 1:] != -100).sum()
+        torch.testing.assert_close(loss(flat), loss(batched), rtol=1e-5, atol=1e-4)
+    assert packing_isolates(model, "cpu", flatten=True)[0]
+
+
+def test_attention_implementation_is_honoured_and_a_missing_kernel_is_a_clear_error(tiny_llama: Path, tmp_path: Path,
+                                                                                  run_inprocess: Any) -> None:
+    from tuneloop.api.finetunejob import FineTuneJobSpec
+    from tuneloop.trainer.model import load_model, load_tokenizer
+    from trainer_testkit import sft_rows, spec_for, write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", sft_rows(20, seed=1))
+    spec = spec_for("causal-lm-sft", str(tiny_llama), str(train), str(tmp_path / "out"), maxSteps=1, attentionImplementation="eager")
+    model = load_model(FineTuneJobSpec.from_dict(spec), tiny_llama, None, load_tokenizer(tiny_llama))
+    assert model.config._attn_implementation == "eager"
+
+    spec["training"]["attentionImplementation"] = "flash_attention_2"  # flash-attn is not installed here (no GPU)
+    code, _, err = run_inprocess(spec)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(
+        "tuneloop-train: error: training.attentionImplementation flash_attention_2 is not usable here:")

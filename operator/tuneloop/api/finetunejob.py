@@ -107,6 +107,8 @@ class TrainingSpec:
     packing: bool | None = opt(None, "SFT only: pack sequences without padding, attention kept within each sequence (default true for causal-lm-sft).")
     precision: Precision = opt("auto", "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = opt(False, "Trade compute for activation memory.")
+    attention_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = opt(
+        "auto", "Attention kernel: auto = transformers' default (sdpa where supported); flash_attention_2 needs the flash-attn package and a GPU.")
     seed: int = opt(42, "Seed for weights init, data order and dropout.")
     early_stopping: EarlyStoppingSpec | None = opt(None, "Stop when a validation metric stops improving.")
     eval_every_steps: int | None = opt(None, "Evaluate every N optimizer steps (and always at the end).")

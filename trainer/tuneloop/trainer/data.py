@@ -406,6 +406,14 @@ def pack_examples(examples: Sequence[dict[str, list[int]]], max_length: int) -> 
     return packs
 
 
+def flatten_packs(packs: Sequence[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
+    """A micro-batch of packed rows as one row: flash_attention_2 finds packed sequences from
+    position_ids restarts only at batch size 1 (transformers' `_is_packed_sequence`), and then
+    runs its varlen kernel over the sequence offsets. Every sequence's first label is already
+    IGNORE_INDEX, so no token learns across a row boundary either."""
+    return [{key: [x for p in packs for x in p[key]] for key in ("input_ids", "labels", "position_ids")}]
+
+
 def collate_packed(packs: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, Any]:
     """Packed rows stacked into [batch, longest row], with position_ids and no attention_mask.
 

@@ -101,6 +101,8 @@ def load_model(spec: FineTuneJobSpec, model_dir: Path, label_names: list[str] | 
     import transformers
 
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True, "dtype": dtype or torch.float32}
+    if spec.training.attention_implementation != "auto":
+        kwargs["attn_implementation"] = spec.training.attention_implementation
     if spec.task == "causal-lm-sft":
         cls = transformers.AutoModelForCausalLM
     else:
@@ -120,8 +122,11 @@ def load_model(spec: FineTuneJobSpec, model_dir: Path, label_names: list[str] | 
         kwargs["ignore_mismatched_sizes"] = existing.get("id2label") is not None
     try:
         model = cls.from_pretrained(str(model_dir), **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "attn_implementation" in kwargs and isinstance(e, (ImportError, ValueError)) and "ttention" in str(e):
+            raise PermanentError(f"training.attentionImplementation {kwargs['attn_implementation']} is not usable here: {first}; "
+                                 "use auto or sdpa") from None
         raise PermanentError(f"cannot load the model at {spec.model.source} for {spec.task}: {first}") from None
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification finds the last token by it

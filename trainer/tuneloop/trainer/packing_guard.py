@@ -6,7 +6,8 @@ transformers' mask builder (`create_causal_mask` -> `find_packed_sequence_indice
 Qwen2, Mistral, Phi3, GPT-2, NeoX, Falcon do; OPT, Bloom, MPT, BioGPT, XGLM (and ~30 families
 in transformers 5.24) do not, and their packed sequences attend to each other silently
 (issue 8 item 5: max logit difference 0.17 for OPT). flash_attention_2 isolates packed rows
-only at batch size 1 (`_is_packed_sequence`), so the check runs at batch 2.
+only at batch size 1 (`_is_packed_sequence`), so the check runs at batch 2, or, with
+flash_attention_2, on the one flattened row the recipe then trains on (data.flatten_packs).
 
 The check: two packed rows of two sequences each, against every sequence scored alone. It
 costs four short forward passes at setup. Every rank runs it and they agree (one all-reduce),
@@ -28,13 +29,18 @@ LENGTHS = ((7, 5), (6, 4))  # two packed rows of two sequences
 
 
 @torch.no_grad()
-def packed_logit_difference(model: Any, device: Any, seed: int = 0) -> float:
-    """Largest |logit(packed) - logit(alone)| over the check's sequences, relative to the logits' scale."""
+def packed_logit_difference(model: Any, device: Any, seed: int = 0, flatten: bool = False) -> float:
+    """Largest |logit(packed) - logit(alone)| over the check's sequences, relative to the logits' scale.
+
+    `flatten`: the rows go in as one row (data.flatten_packs), the layout used with flash_attention_2.
+    """
     vocab = model.get_input_embeddings().num_embeddings
     generator = torch.Generator().manual_seed(seed)
     rows = [[torch.randint(0, vocab, (n,), generator=generator).tolist() for n in lengths] for lengths in LENGTHS]
     packs = [{"input_ids": sum(row, []), "labels": sum(row, []), "position_ids": [p for seq in row for p in range(len(seq))]}
              for row in rows]
+    if flatten:
+        packs, rows = data.flatten_packs(packs), [sum(rows, [])]
     batch = data.collate_packed(packs, pad_token_id=0)
     was_training = model.training
     model.eval()
@@ -54,8 +60,8 @@ def packed_logit_difference(model: Any, device: Any, seed: int = 0) -> float:
     return worst / max(scale, 1e-6)
 
 
-def packing_isolates(model: Any, device: Any) -> tuple[bool, float]:
+def packing_isolates(model: Any, device: Any, flatten: bool = False) -> tuple[bool, float]:
     """(isolated, relative difference) for this model on this device, in its weights' dtype."""
-    difference = packed_logit_difference(model, device)
+    difference = packed_logit_difference(model, device, flatten=flatten)
     dtype = model.get_input_embeddings().weight.dtype
     return difference <= TOLERANCE.get(dtype, 3e-2), difference

@@ -220,12 +220,17 @@ class Recipe:
             return limit
         return wanted
 
+    @property
+    def flatten_packs(self) -> bool:
+        """flash_attention_2 takes a micro-batch's packed rows as one row (data.flatten_packs)."""
+        return self.spec.training.attention_implementation == "flash_attention_2"
+
     def packing_is_safe(self, model: Any) -> bool:
         """Pack only if this model keeps packed sequences apart; else padded batches (packing_guard.py)."""
         from tuneloop.trainer.packing_guard import packing_isolates
 
         model.to(self.accelerator.device)
-        isolated, difference = packing_isolates(model, self.accelerator.device)
+        isolated, difference = packing_isolates(model, self.accelerator.device, flatten=self.flatten_packs)
         isolated = distributed.global_sum(self.accelerator, 0.0 if isolated else 1.0) == 0
         self.packing_note = None if isolated else (
             f"{model.config.model_type} lets packed sequences attend to each other (relative logit difference "
@@ -382,7 +387,10 @@ class Recipe:
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
-        batch = data.collate_packed(items, pad) if self.packed else data.collate_padded(items, pad)
+        if self.packed:
+            batch = data.collate_packed(data.flatten_packs(items) if self.flatten_packs else items, pad)
+        else:
+            batch = data.collate_padded(items, pad)
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     def forward(self, batch: dict[str, torch.Tensor], model: Any = None) -> torch.Tensor:
