@@ -56,7 +56,9 @@ Storage layout under output.uri (s3://bucket/prefix or a local folder)
                                  tuneloop.json (task, label names, base model); LoRA: the
                                  adapter, and merged/ when training.lora.merge is true
     results.json                 validation/test metrics (test before and after), best checkpoint
-    data_report.json             rows in, dropped by reason, out; split sizes; packing
+    data_report.json             rows in, dropped by reason, out; split sizes; packing (or why it
+                                 was disabled); effective max_seq_length; rows truncated or trained
+                                 on their last chat turn only (tokenized.rows_changed)
     evaluation/results.json      --evaluate-only's default results location
 
 Metrics: see tuneloop.trainer.metrics (names prefixed tuneloop_trainer_, labels job, namespace).
