@@ -372,7 +372,8 @@ class Recipe:
         model.train()
         n_items = sum(data.count_loss_tokens(mb) for mb in micro_batches)
         scale = distributed.loss_scale(self.world, distributed.global_sum(acc, n_items))
-        loss_sum = tokens = samples = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+        tokens = samples = 0.0
         for i, micro in enumerate(micro_batches):
             batch = self.collate(micro)
             sync = i == len(micro_batches) - 1
@@ -380,10 +381,10 @@ class Recipe:
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 summed = self.loss_sum(self.forward(batch), batch)
                 acc.backward(summed * scale)
-            loss_sum += summed.item()
+            loss_sum += summed.detach()  # on the device: one host sync per step, not per micro-batch
             tokens += sum(len(ex["input_ids"]) for ex in micro)
             samples += data.count_sequences(micro)
-        return loss_sum, float(n_items), tokens, samples
+        return loss_sum.item(), float(n_items), tokens, samples
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
