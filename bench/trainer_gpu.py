@@ -1,0 +1,125 @@
+"""GPU checks and a throughput benchmark for the trainer (issue 8): what CPU tests cannot show.
+
+    PYTHONPATH=operator:trainer:tests/trainer python3 bench/trainer_gpu.py [--hidden 1024 --layers 8 --steps 20]
+
+Prints, for the GPU it finds (all on random-weight Llama models built from a config, no
+download):
+
+1. bf16/fp16 runs keep fp32 master weights (precision.py), and a model *stored* in fp16
+   trains under `precision: fp16` without "Attempting to unscale FP16 gradients" (item 10).
+2. The packing guard's verdict for sdpa, and for flash_attention_2 (batched rows, then the
+   flattened one-row layout the recipe uses) when flash-attn is installed (items 5, Scale).
+3. Tokens/s and MFU (throughput.py) of a short packed SFT run of a mid-size model.
+
+A benchmark that prints; it asserts nothing. Without a GPU it runs a CPU smoke of the same
+steps at toy sizes (no MFU: no tensor-core peak to compare with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.trainer.config import RuntimeSettings
+from tuneloop.trainer.packing_guard import packing_isolates
+from tuneloop.trainer.recipe import Recipe
+
+from trainer_testkit import VOCAB, build_tokenizer, sft_rows, write_jsonl
+
+
+def build_llama(path: Path, hidden: int, layers: int, dtype: torch.dtype) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    heads = max(2, hidden // 64)
+    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096, pad_token_id=0,
+                         bos_token_id=VOCAB.index("<s>"), eos_token_id=VOCAB.index("</s>"))
+    LlamaForCausalLM(config).to(dtype).save_pretrained(str(path))
+    build_tokenizer("llama").save_pretrained(str(path))
+    return path
+
+
+def run(model: Path, work: Path, steps: int, **training: object) -> Recipe:
+    train = write_jsonl(work / "train.jsonl", sft_rows(4000, seed=0))
+    spec = FineTuneJobSpec.from_dict({
+        "task": "causal-lm-sft", "model": {"source": str(model)}, "dataset": {"train": str(train), "split": {"validation": 0, "test": 0},
+                                                                             "cleaning": {"dedupe": False}},
+        "output": {"uri": str(work / "out")},
+        "training": {"maxSteps": steps, "batchSize": 8, "maxSeqLength": 512, "learningRate": 1e-4, **training}})
+    recipe = Recipe(spec, RuntimeSettings(metrics_port=0, cache_dir=str(work / "cache")), log=print)
+    recipe.setup(resume=False)
+    return recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available()
+    if not gpu:
+        args.hidden, args.layers, args.steps = 64, 2, 3
+        print("no GPU: CPU smoke at toy sizes")
+    else:
+        print(f"device: {torch.cuda.get_device_name()}")
+    work = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
+    found: dict[str, object] = {}
+
+    for precision, stored in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if precision == "bf16" and gpu and not torch.cuda.is_bf16_supported():
+            continue
+        model = build_llama(work / f"tiny-{precision}", 64, 2, stored)
+        recipe = run(model, work / f"p-{precision}", 3, precision=precision)
+        try:
+            results = recipe.train()
+            dtypes = sorted({str(p.dtype) for p in recipe.accelerator.unwrap_model(recipe.model).parameters()})
+            found[f"precision {precision} (stored {stored})"] = {"weights": dtypes, "autocast": recipe.accelerator.mixed_precision,
+                                                               "train_loss": results["train_loss"],
+                                                               "scaler": recipe.accelerator.scaler is not None}
+        except Exception as e:  # noqa: BLE001 - a benchmark reports what happened
+            found[f"precision {precision}"] = f"FAILED: {type(e).__name__}: {e}"
+        finally:
+            recipe.cleanup()
+
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if gpu else "cpu"
+    guard_model = build_llama(work / "guard", 64, 2, torch.float32)
+    for attn in ("sdpa", "eager", "flash_attention_2"):
+        try:
+            dtype = torch.bfloat16 if attn == "flash_attention_2" else torch.float32
+            model = AutoModelForCausalLM.from_pretrained(str(guard_model), attn_implementation=attn, dtype=dtype).to(device)
+            found[f"packing guard {attn}"] = {"batched": packing_isolates(model, device), "flattened": packing_isolates(model, device, flatten=True)}
+        except Exception as e:  # noqa: BLE001
+            found[f"packing guard {attn}"] = f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+
+    model = build_llama(work / "mid", args.hidden, args.layers, torch.bfloat16)
+    for attn in ("sdpa", "flash_attention_2") if gpu else ("sdpa",):
+        try:
+            recipe = run(model, work / f"speed-{attn}", args.steps, attentionImplementation=attn)
+        except Exception as e:  # noqa: BLE001
+            found[f"throughput {attn}"] = f"unavailable: {e}"
+            continue
+        try:
+            started = time.monotonic()
+            recipe.train()
+            seconds = time.monotonic() - started
+            values = {m.name: m.samples for m in recipe.metrics.registry.collect()} if hasattr(recipe.metrics, "registry") else {}
+            mfu = next((s[0].value for n, s in values.items() if n.endswith("mfu_ratio") and s), None)
+            tps = next((s[0].value for n, s in values.items() if n.endswith("tokens_per_second") and s), None)
+            found[f"throughput {attn}"] = {"seconds": round(seconds, 1), "packed": recipe.packed, "tokens_per_second_last_step": tps,
+                                           "mfu_last_step": mfu, "flop_counts": recipe.flop_counts.__dict__}
+        finally:
+            recipe.cleanup()
+    print(json.dumps(found, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
