@@ -87,3 +87,13 @@ def test_per_job_phase_and_attempts_follow_each_job_and_are_forgotten_on_delete(
     assert metrics.REGISTRY.get_sample_value("tuneloop_operator_finetunejob_attempts", {"namespace": "ns2", "finetunejob": "c"}) is None
     metrics.record_phase("ns2", "never-ran", "Pending")
     metrics.record_phase("ns2", "never-ran", None)  # no attempts series to forget: no error
+
+
+def test_every_result_of_a_handler_is_a_series_from_the_start() -> None:
+    @metrics.instrumented("FineTuneJob", "t-fresh")
+    def handler() -> None:
+        pass
+
+    for result in metrics.RESULTS:
+        assert metrics.REGISTRY.get_sample_value("tuneloop_operator_reconciles_total",
+                                                 {"kind": "FineTuneJob", "handler": "t-fresh", "result": result}) == 0

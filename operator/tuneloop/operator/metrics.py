@@ -49,6 +49,7 @@ JOB_ATTEMPTS = prom.Gauge(
     "tuneloop_operator_finetunejob_attempts", "Training attempts each FineTuneJob has started (status.attempts).",
     ["namespace", "finetunejob"], registry=REGISTRY,
 )
+RESULTS = ("success", "retry", "invalid", "error")
 PHASES = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
 
 _phase_of: dict[tuple[str, str], str] = {}
@@ -109,6 +110,11 @@ def instrumented(kind: str, handler: str) -> Callable[[Callable[..., Any]], Call
         return "error"
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        # Every result's series exists from the start at 0, so an error rate is 0, not "no data",
+        # and `increase()` sees the first error (a series born at 1 shows no increase).
+        for result in RESULTS:
+            RECONCILES.labels(kind=kind, handler=handler, result=result)
+
         def finish(started: float, exc: BaseException | None) -> None:
             RECONCILE_SECONDS.labels(kind=kind, handler=handler).observe(time.perf_counter() - started)
             RECONCILES.labels(kind=kind, handler=handler, result=result_of(exc)).inc()
