@@ -55,3 +55,11 @@ def test_chart_ships_the_dashboard_with_the_sidecar_label():
     assert config_map["metadata"]["namespace"] == "monitoring"
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "ML"}
     assert json.loads(config_map["data"]["tuneloop.json"]) == dashboard()
+
+
+def test_docs_list_every_panel():
+    from observability.observability import REPO
+
+    text = (REPO / "docs" / "dashboard.md").read_text()
+    missing = [p["title"] for p in panels() if p["type"] != "row" and f"| {p['title']} |" not in text]
+    assert not missing, f"docs/dashboard.md lacks panels: {missing}"
