@@ -110,5 +110,6 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cl
     assert set(loaded) == {r["alert"] for r in rules()}
     wait_for(lambda: all(r["health"] == "ok" and r["lastEvaluation"][:4] != "0001" for r in
                          (x for g in prometheus.api("rules")["groups"] for x in g["rules"])), timeout=10, what="every rule evaluated, healthy")
-    firing = [a["labels"]["alertname"] for a in prometheus.api("alerts")["alerts"]]
-    assert "TuneloopOperatorDown" not in firing, firing  # the operator is scraped
+    # A healthy run pages nobody (some alerts may be pending: Stuck while it was Pending).
+    firing = [a["labels"] for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"]
+    assert not firing, firing

@@ -164,3 +164,15 @@ def test_notes_say_what_to_do_next(tmp_path: Path):
     enabled = notes(tmp_path / "on", *EVERYTHING_ON)
     assert "ConfigMap tl-tuneloop-dashboard" in enabled and "PrometheusRule tl-tuneloop" in enabled
     assert "every namespace" in enabled
+
+
+def test_promotion_targets_of_other_kinds_get_rbac_from_values(tmp_path: Path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"promotionTargetRules": [
+        {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "verbs": ["get", "patch"]}]}))
+    out = helm("template", "tl", str(CHART), "--kube-version", "1.29.0", "-f", str(values))
+    rules = [rule for doc in yaml.safe_load_all(out) if doc and doc["kind"] == "ClusterRole" for rule in doc["rules"]]
+    assert {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "verbs": ["get", "patch"]} in rules
+    values.write_text(yaml.safe_dump({"promotionTargetRules": [{"apiGroups": ["x"], "resources": ["y"]}]}))  # no verbs
+    proc = subprocess.run([HELM, "template", "tl", str(CHART), "--kube-version", "1.29.0", "-f", str(values)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "verbs" in proc.stderr
