@@ -68,3 +68,32 @@ def test_transitions_record_failures_and_time_to_running() -> None:
     failures = value("tuneloop_operator_failures_total", reason="OOMKilled-test")
     metrics.record_transition({"phase": "Running"}, {"phase": "Failed", "reason": "OOMKilled-test"}, created, started)
     assert value("tuneloop_operator_failures_total", reason="OOMKilled-test") == failures + 1
+
+
+def test_per_job_phase_and_attempts_follow_each_job_and_are_forgotten_on_delete() -> None:
+    def phases(name: str) -> dict[str, float]:
+        return {p: v for p in metrics.PHASES
+                if (v := metrics.REGISTRY.get_sample_value("tuneloop_operator_finetunejob_phase",
+                                                           {"namespace": "ns2", "finetunejob": name, "phase": p})) is not None}
+
+    metrics.record_phase("ns2", "c", "Pending")
+    assert phases("c") == {"Pending": 1}
+    metrics.record_phase("ns2", "c", "Running", attempts=1)
+    metrics.record_phase("ns2", "c", "Running", attempts=2)
+    assert phases("c") == {"Running": 1}  # the old phase's series is gone, so `for:` clauses reset
+    assert value("tuneloop_operator_finetunejob_attempts", namespace="ns2", finetunejob="c") == 2
+    metrics.record_phase("ns2", "c", None)
+    assert phases("c") == {}
+    assert metrics.REGISTRY.get_sample_value("tuneloop_operator_finetunejob_attempts", {"namespace": "ns2", "finetunejob": "c"}) is None
+    metrics.record_phase("ns2", "never-ran", "Pending")
+    metrics.record_phase("ns2", "never-ran", None)  # no attempts series to forget: no error
+
+
+def test_every_result_of_a_handler_is_a_series_from_the_start() -> None:
+    @metrics.instrumented("FineTuneJob", "t-fresh")
+    def handler() -> None:
+        pass
+
+    for result in metrics.RESULTS:
+        assert metrics.REGISTRY.get_sample_value("tuneloop_operator_reconciles_total",
+                                                 {"kind": "FineTuneJob", "handler": "t-fresh", "result": result}) == 0

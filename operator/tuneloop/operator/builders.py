@@ -325,7 +325,15 @@ def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDef
         pod["affinity"] = dict(res.affinity)
     if res.priority_class_name is not None:
         pod["priorityClassName"] = res.priority_class_name
-    return {"metadata": {"labels": build_labels(owner.name, "trainer")}, "spec": pod}
+    return {"metadata": {"labels": build_labels(owner.name, "trainer"), "annotations": scrape_annotations(defaults.metrics_port)},
+            "spec": pod}
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The `prometheus.io/*` convention, for a Prometheus without the Prometheus Operator (the
+    chart's PodMonitor is the other way). Only global rank 0 serves metrics: the other pods of
+    a multi-node Job answer nothing on this port (docs/dashboard.md says how to keep index 0)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
 def build_trainer_job(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:

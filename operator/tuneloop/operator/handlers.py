@@ -224,7 +224,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
         # Succeeded is written once (this timer then stops), with the trainer's final report.
         new.update(final_status(current, pods, parsed.output.uri))
     write_status(body, memo, current, new, patch)
-    metrics.record_phase(namespace, name, new.get("phase"))
+    metrics.record_phase(namespace, name, new.get("phase"), attempts=new.get("attempts"))
 
 
 @kopf.daemon(*FTJ, id="ttl", when=_awaits_ttl, cancellation_timeout=1.0)

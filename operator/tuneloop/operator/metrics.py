@@ -38,6 +38,18 @@ TIME_TO_RUNNING = prom.Histogram(
 FAILURES = prom.Counter(
     "tuneloop_operator_failures_total", "FineTuneJobs that failed, by reason.", ["reason"], registry=REGISTRY,
 )
+# One series per FineTuneJob (kube-state-metrics style: 1 for the current phase, the old
+# phase's series removed), so dashboards can list jobs and alerts can say which one is stuck.
+# The FineTuneJob's name is the `finetunejob` label, not `job`, which Prometheus owns.
+JOB_PHASE = prom.Gauge(
+    "tuneloop_operator_finetunejob_phase", "1 for each FineTuneJob's current phase.",
+    ["namespace", "finetunejob", "phase"], registry=REGISTRY,
+)
+JOB_ATTEMPTS = prom.Gauge(
+    "tuneloop_operator_finetunejob_attempts", "Training attempts each FineTuneJob has started (status.attempts).",
+    ["namespace", "finetunejob"], registry=REGISTRY,
+)
+RESULTS = ("success", "retry", "invalid", "error")
 PHASES = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
 
 _phase_of: dict[tuple[str, str], str] = {}
@@ -45,20 +57,32 @@ for _phase in PHASES:
     JOBS_BY_PHASE.labels(phase=_phase).set(0)
 
 
-def record_phase(namespace: str, name: str, phase: str | None) -> None:
+def record_phase(namespace: str, name: str, phase: str | None, attempts: int | None = None) -> None:
     """Count one job under its current phase (None: forget it). Called on every status pass,
-    so the gauge is right after a restart too; O(1), it only moves on a change."""
+    so the gauges are right after a restart too; O(1), they only move on a change."""
     key = (namespace, name)
+    if attempts is not None and phase is not None:
+        JOB_ATTEMPTS.labels(namespace=namespace, finetunejob=name).set(attempts)
     before = _phase_of.get(key)
     if before == phase:
         return
     if before is not None:
         JOBS_BY_PHASE.labels(phase=before).dec()
+        JOB_PHASE.remove(namespace, name, before)
     if phase is None:
         _phase_of.pop(key, None)
+        _remove(JOB_ATTEMPTS, namespace, name)
     else:
         _phase_of[key] = phase
         JOBS_BY_PHASE.labels(phase=phase).inc()
+        JOB_PHASE.labels(namespace=namespace, finetunejob=name, phase=phase).set(1)
+
+
+def _remove(gauge: prom.Gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:  # never set: nothing to forget
+        pass
 
 
 def record_transition(old: Mapping[str, Any] | None, new: Mapping[str, Any], created: str | None, now: float) -> None:
@@ -86,6 +110,11 @@ def instrumented(kind: str, handler: str) -> Callable[[Callable[..., Any]], Call
         return "error"
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        # Every result's series exists from the start at 0, so an error rate is 0, not "no data",
+        # and `increase()` sees the first error (a series born at 1 shows no increase).
+        for result in RESULTS:
+            RECONCILES.labels(kind=kind, handler=handler, result=result)
+
         def finish(started: float, exc: BaseException | None) -> None:
             RECONCILE_SECONDS.labels(kind=kind, handler=handler).observe(time.perf_counter() - started)
             RECONCILES.labels(kind=kind, handler=handler, result=result_of(exc)).inc()

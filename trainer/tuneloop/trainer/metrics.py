@@ -22,6 +22,7 @@ The operator scrapes these to fill `status.progress`, `status.metrics` and
     tuneloop_trainer_gpu_memory_bytes              peak allocated GPU memory of rank 0
     tuneloop_trainer_checkpoint_duration_seconds   histogram: checkpoint write + upload time
     tuneloop_trainer_checkpoint_bytes              size of the last published checkpoint
+    tuneloop_trainer_last_checkpoint_timestamp_seconds  Unix time this process last published one
     tuneloop_trainer_checkpoint_info{kind,uri}     1 for the latest, best and final URIs
     tuneloop_trainer_data_rows{split,stage}        rows in/out of cleaning per split
     tuneloop_trainer_data_rows_dropped{reason}     rows dropped by cleaning (all splits)
@@ -29,6 +30,8 @@ The operator scrapes these to fill `status.progress`, `status.metrics` and
 """
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
@@ -64,6 +67,8 @@ class TrainerMetrics:
                 "mfu_ratio": "Estimated model FLOPs utilisation (GPU only).",
                 "gpu_memory_bytes": "Peak GPU memory allocated by rank 0.",
                 "checkpoint_bytes": "Size of the last published checkpoint.",
+                # For the "no checkpoint for too long" alert: `time() - this`.
+                "last_checkpoint_timestamp_seconds": "Unix time of the last checkpoint this process published.",
             }.items()
         }
         self.eval_metric = gauge("eval_metric", "Metrics of the last evaluation, by name.", ("metric",))
@@ -107,7 +112,7 @@ class TrainerMetrics:
 
     def observe_checkpoint(self, seconds: float, size: int) -> None:
         self.checkpoint_duration.labels(**self.labels).observe(seconds)
-        self.set(checkpoint_bytes=size)
+        self.set(checkpoint_bytes=size, last_checkpoint_timestamp_seconds=time.time())
 
     def set_data(self, reports: dict[str, "object"]) -> None:
         dropped: dict[str, int] = {}

@@ -1,0 +1,116 @@
+"""The dashboard and the alert rules against the real Prometheus server, scraping a real run.
+
+The operator (a subprocess) runs a FineTuneJob whose pod the local kubelet starts as the
+real `tuneloop-train` on a tiny BERT, reading and writing moto's S3 (as in test_full_loop).
+Debian's `prometheus` scrapes the operator's metrics port and the training pod's (found, as a
+PodMonitor would, from the pod's `metrics` port), with the rules file loaded. Then every
+PromQL expression of the dashboard must return data for this job over the run, every
+variable must list it, and every alert rule must parse, evaluate and be healthy in
+Prometheus' own rule manager. GPU-only panels (MFU, GPU memory) may be empty on a CPU.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+from e2e.harness import Cluster, OperatorProcess, wait_for
+from e2e.test_full_loop import BATCH_SIZE, TRAIN_TIMEOUT, kubelet, s3, s3_secret, tiny_bert_s3  # noqa: F401  (fixtures)
+from observability.observability import GPU_ONLY, RULES, dashboard_queries, metric_names, rules, variable_queries
+from support.prometheus import PrometheusServer
+from trainer_testkit import BUCKET, classification_rows, upload_jsonl
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing: run .ci/setup")
+
+JOB = "watched"
+TRAINERS = "tuneloop-trainer"
+
+
+@pytest.fixture
+def prometheus(operator: OperatorProcess, tmp_path: Path) -> Iterator[PrometheusServer]:
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    server = PrometheusServer(folder, static={"tuneloop-operator": [f"127.0.0.1:{operator.metrics_port}"]},
+                              file_sd=[TRAINERS], rule_files=[RULES])
+    server.start()
+    yield server
+    server.stop()
+
+
+def submit(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> None:
+    spec = {
+        "task": "sequence-classification",
+        "model": {"source": model},
+        "dataset": {"train": train},
+        "output": {"uri": f"s3://{BUCKET}/runs/{cluster.ns}/{JOB}/", "saveEverySteps": 20, "keepLast": 2},
+        # Long enough for many 1s scrapes, with several evaluations and checkpoints in them.
+        "training": {"maxSteps": 160, "evalEverySteps": 20, "batchSize": BATCH_SIZE, "maxSeqLength": 16,
+                     "learningRate": 3e-3, "seed": 1},
+        "resources": {"nodes": 1, "gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
+        "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "credentialsSecret": {"name": secret}},
+    }
+    cluster.api.create(cluster.ftj_path(), {"apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob",
+                                            "metadata": {"name": JOB, "namespace": cluster.ns}, "spec": spec})
+
+
+def metrics_port(cluster: Cluster) -> int | None:
+    for pod in cluster.pods(JOB):
+        if (pod.get("status") or {}).get("phase") == "Running":
+            return next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics")
+    return None
+
+
+def as_grafana_would(expr: str, namespace: str) -> str:
+    """The dashboard's variables as Grafana substitutes them for one namespace and job (names hold no regex metacharacters)."""
+    return (expr.replace("$__rate_interval", "5s").replace("$namespace", namespace).replace("$job", JOB))
+
+
+@pytest.mark.plays_controllers
+def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cluster, operator: OperatorProcess, kubelet,  # noqa: F811
+                                                                     s3, tiny_bert_s3, s3_secret,  # noqa: F811
+                                                                     prometheus: PrometheusServer) -> None:
+    started = time.time()
+    rows = classification_rows(300, seed=11)
+    rows += rows[:15] + [{"text": "", "label": rows[0]["label"]}] * 4  # duplicates and empty rows: dropped, by reason
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", rows)
+    submit(cluster, s3, tiny_bert_s3, train, s3_secret)
+
+    port = wait_for(lambda: metrics_port(cluster), timeout=TRAIN_TIMEOUT, what="a running training pod")
+    prometheus.set_targets(TRAINERS, [f"127.0.0.1:{port}"])
+    # Scraped while it trains: an evaluation and a checkpoint have landed in Prometheus.
+    wait_for(lambda: prometheus.query("tuneloop_trainer_eval_loss") and prometheus.query("tuneloop_trainer_checkpoint_bytes"),
+             timeout=TRAIN_TIMEOUT, interval=0.5, what="the trainer's eval loss and checkpoint size in Prometheus")
+    # Twice the full loop's margin: on a shared, busy machine the trainer's 160 steps alone can take a minute.
+    cluster.wait_phase(JOB, "Succeeded", timeout=2 * TRAIN_TIMEOUT)
+    time.sleep(3)  # a few more scrapes of the operator after Succeeded, and rule evaluations
+
+    end = time.time()
+    empty = []
+    for title, expr in dashboard_queries():
+        series = prometheus.query_range(as_grafana_would(expr, cluster.ns), started, end)
+        if not series and not (metric_names(expr) <= GPU_ONLY and not torch.cuda.is_available()):
+            empty.append(f"{title}: {expr}")
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    assert {s["metric"]["reason"] for s in prometheus.query_range(
+        f'tuneloop_trainer_data_rows_dropped{{job="{JOB}"}}', started, end)} >= {"duplicate", "empty"}
+
+    for name, query in variable_queries():
+        metric, label = re.fullmatch(r"label_values\((.+), (\w+)\)", query).groups()
+        values = prometheus.api(f"label/{label}/values", **{"match[]": as_grafana_would(metric, cluster.ns),
+                                                            "start": started, "end": end})
+        assert (cluster.ns if label == "namespace" else JOB) in values, (name, values)
+
+    for rule in rules():
+        prometheus.query(rule["expr"])  # parses and evaluates, or raises with Prometheus' error
+    loaded = {r["name"]: r for group in prometheus.api("rules")["groups"] for r in group["rules"]}
+    assert set(loaded) == {r["alert"] for r in rules()}
+    wait_for(lambda: all(r["health"] == "ok" and r["lastEvaluation"][:4] != "0001" for r in
+                         (x for g in prometheus.api("rules")["groups"] for x in g["rules"])), timeout=10, what="every rule evaluated, healthy")
+    # A healthy run pages nobody (some alerts may be pending: Stuck while it was Pending).
+    firing = [a["labels"] for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"]
+    assert not firing, firing
