@@ -18,6 +18,39 @@ from tuneloop.trainer.config import PermanentError, RuntimeSettings
 GLOB_CHARS = "*?["
 
 
+def unsafe_key_reason(key: str) -> str | None:
+    """Why `key` is no plain relative path ('a/b.json'), or None when it is one.
+
+    Keys come from bucket listings and manifests that whoever can write the bucket controls:
+    `../x` or `/abs` joined onto a local folder would write outside it (issue 13).
+    """
+    if not key:
+        return "it is empty"
+    if key.startswith("/"):
+        return "it is absolute"
+    if "\\" in key or "\0" in key:
+        return "it holds a backslash or NUL"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "it has an empty, '.' or '..' segment"
+    return None
+
+
+def local_path_inside(root: Path, key: str) -> Path:
+    """`root / key`, refused (PermanentError) unless it provably stays inside `root`.
+
+    The lexical check catches `..` and absolute keys; resolving catches a symlink already
+    inside `root` that points out of it.
+    """
+    reason = unsafe_key_reason(key)
+    if reason is not None:
+        raise PermanentError(f"refusing storage key {key!r}: {reason}; keys must be plain relative paths")
+    base = root.resolve()
+    target = (base / key).resolve()
+    if not target.is_relative_to(base):
+        raise PermanentError(f"refusing storage key {key!r}: it resolves outside {root} (through a symlink)")
+    return base / key
+
+
 class Storage(Protocol):
     uri: str
 
@@ -72,8 +105,19 @@ class LocalStorage:
         os.replace(tmp, path)
 
     def download_file(self, key: str, local: Path) -> None:
+        """Copy `key` to `local`; a symlink is refused, never followed (a checkpoint folder
+        holding `optimizer.pt -> /etc/passwd` must not copy that file in)."""
+        source = local_path_inside(self.root, key)
         local.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._path(key), local)
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            if os.path.islink(source):
+                raise PermanentError(f"refusing {source}: it is a symlink") from None
+            raise
+        out = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "rb") as src, os.fdopen(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
