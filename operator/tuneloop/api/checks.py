@@ -133,8 +133,10 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
             problems.append(
                 Problem(f"{path}.value", f"{env.name} looks like a secret; never put it by value, use valueFrom.secretKeyRef")
             )
-        ref = (env.value_from or {}).get("secretKeyRef") or {}
-        if "namespace" in ref:
-            problems.append(Problem(f"{path}.valueFrom.secretKeyRef.namespace", "Secrets can only come from the FineTuneJob's own namespace"))
+        source = env.value_from
+        if source is not None:
+            given = [x for x in (source.secret_key_ref, source.config_map_key_ref, source.field_ref, source.resource_field_ref) if x is not None]
+            if len(given) != 1:
+                problems.append(Problem(f"{path}.valueFrom", "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef"))
     return problems
 

@@ -71,17 +71,26 @@ def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, A
         return []
     job_uid = job["metadata"].get("uid")
     pods = index.get((namespace, name), ())
-    # The Job controller sets ownerReferences on its pods; accept unowned labelled pods too.
-    return [p for p in pods if _owned_by(p, job_uid) or not (p.get("metadata") or {}).get("ownerReferences")]
+    # Only the Job's own pods (the Job controller sets their ownerReferences): anyone who can
+    # create a pod with our label could otherwise feed status and the scrape (issue 13).
+    return [p for p in pods if _owned_by(p, job_uid)]
 
 
 # --- shared steps ------------------------------------------------------------------------------
 
 
 def parse(spec: Mapping[str, Any], name: str, namespace: str) -> tuple[FineTuneJobSpec | None, list[Problem]]:
-    """The typed spec and every problem with it (schema-level, meaning-level, child names)."""
-    parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
-    return parsed, problems + (check_names(name, parsed) if parsed is not None else [])
+    """The typed spec and every problem with it (schema-level, meaning-level, child names).
+
+    A bug met while parsing is a problem too: InvalidSpec in status and an Event, instead of
+    kopf retrying the handler forever with nobody told (issue 13).
+    """
+    try:
+        parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
+        return parsed, problems + (check_names(name, parsed) if parsed is not None else [])
+    except Exception as err:  # noqa: BLE001 - see above
+        return None, [Problem("spec", f"could not be parsed ({type(err).__name__}: {err}); "
+                                      "this is a Tuneloop bug, please report it with the spec")]
 
 
 def parse_cached(memo: kopf.Memo, body: kopf.Body, spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, list[Problem]]:
