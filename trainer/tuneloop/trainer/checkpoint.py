@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tuneloop.trainer.storage import Storage, local_path_inside
+from tuneloop.trainer.storage import KeyMissing, Storage, local_path_inside
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
@@ -168,7 +168,7 @@ class CheckpointPublisher:
                 continue
             try:
                 manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
-            except (ValueError, OSError):
+            except (ValueError, OSError, KeyMissing):  # unreadable, or pruned since the listing
                 continue
             if manifest_files_ok(manifest) and set(manifest["files"]) <= names:
                 complete[step] = manifest

@@ -108,6 +108,9 @@ class RuntimeSettings:
     aws_access_key_id: str | None = env("AWS_ACCESS_KEY_ID", "S3 access key id (from the credentials Secret).")
     aws_secret_access_key: str | None = env("AWS_SECRET_ACCESS_KEY", "S3 secret key (from the credentials Secret).")
     aws_session_token: str | None = env("AWS_SESSION_TOKEN", "S3 session token, if any.")
+    s3_max_attempts: int = env("AWS_MAX_ATTEMPTS", "S3 attempts per request (connection errors, timeouts, 5xx, throttling) "
+                                                   "before the run exits retryable.", 8, kind=int)
+    s3_timeout: int = env("TUNELOOP_S3_TIMEOUT", "Seconds an S3 connect or read may take before it is retried.", 60, kind=int)
     nnodes: int = env("NNODES", "Pods training together (operator: spec.resources.nodes).", 1, kind=int)
     node_rank: int = env("NODE_RANK", "This pod's index (operator: the Indexed Job's completion index).", 0, kind=int)
     nproc_per_node: int = env("NPROC_PER_NODE", "Processes per pod (operator: gpusPerNode, 1 on CPU).", 1, kind=int)

@@ -60,10 +60,7 @@ def fetch_model(source: str, settings: RuntimeSettings, revision: str | None = N
     if (cache / ".complete").exists():
         return cache
     storage = open_storage(source.rstrip("/"), settings)
-    try:
-        files = storage.list()
-    except Exception as e:  # noqa: BLE001 - botocore raises many types; the line says what
-        raise PermanentError(f"cannot list model at {source}: {e}") from None
+    files = storage.list()  # StorageRefused (exit 2) or StorageUnavailable (exit 1, retried)
     unsafe = [(name, reason) for name in files if (reason := unsafe_key_reason(name))]
     if unsafe:
         name, reason = unsafe[0]
