@@ -83,7 +83,7 @@ def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
 
 @pytest.mark.parametrize("group, resource, verb", [
     ("tuneloop.dev", "finetunejobs", "watch"), ("tuneloop.dev", "finetunejobs", "patch"),
-    ("tuneloop.dev", "finetunejobs/status", "patch"), ("tuneloop.dev", "maintenancepolicies", "watch"),
+    ("tuneloop.dev", "finetunejobs/status", "patch"),
     ("batch", "jobs", "create"), ("batch", "jobs", "patch"), ("batch", "jobs", "delete"), ("", "pods", "watch"),
     ("", "configmaps", "create"), ("", "services", "create"), ("", "events", "create"),
     ("kopf.dev", "clusterkopfpeerings", "patch"), ("", "namespaces", "watch"),
