@@ -249,6 +249,13 @@ class S3Storage:
         return f"{self.uri}/{key}" if key else self.uri
 
 
+def glob_match(key: str, pattern: str) -> bool:
+    """Shell-style matching per path segment: `*` and `?` never match '/' (issue 13:
+    `data/*.jsonl` used to pick up `data/deep/er/c.jsonl` too)."""
+    parts, wanted = key.split("/"), pattern.split("/")
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted))
+
+
 def open_storage(uri: str, settings: RuntimeSettings) -> Storage:
     """A Storage rooted at `uri` (s3://bucket/prefix or a local directory)."""
     if uri.startswith("s3://"):
@@ -281,6 +288,6 @@ def resolve_files(uri: str, settings: RuntimeSettings) -> tuple[Storage, list[st
     except Exception as e:  # noqa: BLE001 - S3 client construction raises many types; the message says what
         raise storage_error(e, f"list data at {uri}") from None
     if globbing:
-        keys = [k for k in keys if fnmatch.fnmatchcase(k, rest)]
+        keys = [k for k in keys if glob_match(k, rest)]
     keys = [k for k in keys if not Path(k).name.startswith((".", "_"))]  # _SUCCESS, .crc files
     return storage, keys
