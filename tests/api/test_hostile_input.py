@@ -144,3 +144,13 @@ def test_lone_surrogates_are_refused_by_to_plain() -> None:
 def test_yaml_timestamps_stay_the_strings_written() -> None:
     (doc,) = load_yaml_documents("a: 2024-09-19\nb: 2001-12-14 21:59:43.10 -5\nc: !!set {x}\n")
     assert doc.value == {"a": "2024-09-19", "b": "2001-12-14 21:59:43.10 -5", "c": {"x": None}}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("  resources:\n    tolerations:\n" + "      - {key: k, operator: Exists}\n" * 33, "spec.resources.tolerations"),
+    ("  resources:\n    nodeSelector:\n" + "".join(f"      k{i}: v\n" for i in range(33)), "spec.resources.nodeSelector"),
+    ("  env:\n" + "".join(f"    - {{name: V{i}, value: '{'x' * 2000}'}}\n" for i in range(40)), "spec: is "),
+])
+def test_specs_too_large_for_kopf_or_a_config_map_are_refused_up_front(extra: str, message: str) -> None:
+    code, out = run(manifest(extra=extra))
+    assert code == 1 and message in out, out

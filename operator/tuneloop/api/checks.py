@@ -7,14 +7,20 @@ three reject exactly the same manifests with exactly the same words.
 
 from __future__ import annotations
 
+import json
 import re
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import Problem
+from tuneloop.api.typed import Problem, to_dict
 
 # The bucket rules S3 enforces (3-63 chars, lowercase, digits, dots, hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+
+# A spec is small (a few KiB). kopf keeps a copy of it in an annotation (all annotations of an
+# object share 256 KiB) and the operator renders it into a ConfigMap (1 MiB): refuse a spec
+# that could break either before anything is created (issue 13).
+MAX_SPEC_BYTES = 64 * 1024
 
 # No model needs more; a typo like 10000000 would otherwise only fail hours later as an OOM.
 MAX_SEQ_LENGTH = 131072
@@ -95,6 +101,10 @@ def check_uri(uri: str, path: str, *, allow_local: bool = True) -> list[Problem]
 def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> list[Problem]:
     """Every meaning-level problem of a parsed FineTuneJob spec, each naming its field."""
     problems: list[Problem] = []
+    size = len(json.dumps(to_dict(spec), separators=(",", ":")))
+    if size > MAX_SPEC_BYTES:
+        problems.append(Problem("spec", f"is {size} bytes as JSON, more than {MAX_SPEC_BYTES}; "
+                                        "a FineTuneJob spec needs a few KiB (large lists belong in the data, not the spec)"))
     problems += check_uri(spec.model.source, "spec.model.source")
     for name in ("train", "validation", "test"):
         uri = getattr(spec.dataset, name)
