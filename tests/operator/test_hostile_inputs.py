@@ -44,9 +44,12 @@ async def endless(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     chunk = b"# HELP x y\n" * 10_000
     sent = 0
-    while sent < 64 * MAX_SCRAPE_BYTES:  # the client must hang up long before this
-        await response.write(chunk)
-        sent += len(chunk)
+    try:
+        while sent < 64 * MAX_SCRAPE_BYTES:  # the client must hang up long before this
+            await response.write(chunk)
+            sent += len(chunk)
+    except ConnectionError:
+        pass  # the client hung up: what we want
     return response
 
 

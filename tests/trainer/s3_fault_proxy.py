@@ -115,6 +115,8 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A killed client leaves a broken pipe behind: expected here, not worth a traceback.
+        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="s3-fault-proxy", daemon=True)
