@@ -16,9 +16,8 @@ from tuneloop.api.typed import field_keys, help_text, key_of
 KINDS = list(crds.KINDS)
 # Where arbitrary Kubernetes objects are embedded on purpose.
 PRESERVED = {
-    "FineTuneJob": {"spec.resources.tolerations[]", "spec.resources.affinity", "spec.env[].valueFrom"},
-    "MaintenancePolicy": {"spec.jobTemplate.spec.resources.tolerations[]", "spec.jobTemplate.spec.resources.affinity",
-                          "spec.jobTemplate.spec.env[].valueFrom"},
+    "FineTuneJob": {"spec.resources.tolerations[]", "spec.resources.affinity"},
+    "MaintenancePolicy": {"spec.jobTemplate.spec.resources.tolerations[]", "spec.jobTemplate.spec.resources.affinity"},
 }
 
 

@@ -83,7 +83,7 @@ def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
 
 @pytest.mark.parametrize("group, resource, verb", [
     ("tuneloop.dev", "finetunejobs", "watch"), ("tuneloop.dev", "finetunejobs", "patch"),
-    ("tuneloop.dev", "finetunejobs/status", "patch"), ("tuneloop.dev", "maintenancepolicies", "watch"),
+    ("tuneloop.dev", "finetunejobs/status", "patch"),
     ("batch", "jobs", "create"), ("batch", "jobs", "patch"), ("batch", "jobs", "delete"), ("", "pods", "watch"),
     ("", "configmaps", "create"), ("", "services", "create"), ("", "events", "create"),
     ("kopf.dev", "clusterkopfpeerings", "patch"), ("", "namespaces", "watch"),
@@ -93,3 +93,12 @@ def test_rbac_grants_what_the_operator_does(group, resource, verb):
     rules = [rule for role in by_kind(render(), "ClusterRole") for rule in role["rules"]]
     assert allowed(rules, group, resource, verb)
     assert not allowed(rules, "", "secrets", "get")  # credentials reach pods by reference only
+
+
+def test_allow_lists_reach_the_operator_environment():
+    docs = render("allowList.images={registry.corp/ml/*,ghcr.io/tuneloop/*}", "allowList.priorityClasses={batch-low}")
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TUNELOOP_ALLOWED_IMAGES"] == "registry.corp/ml/*,ghcr.io/tuneloop/*"
+    assert env["TUNELOOP_ALLOWED_PRIORITY_CLASSES"] == "batch-low"
+    assert env["TUNELOOP_ALLOWED_SERVICE_ACCOUNTS"] == ""

@@ -7,14 +7,20 @@ three reject exactly the same manifests with exactly the same words.
 
 from __future__ import annotations
 
+import json
 import re
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import Problem
+from tuneloop.api.typed import Problem, to_dict
 
 # The bucket rules S3 enforces (3-63 chars, lowercase, digits, dots, hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+
+# A spec is small (a few KiB). kopf keeps a copy of it in an annotation (all annotations of an
+# object share 256 KiB) and the operator renders it into a ConfigMap (1 MiB): refuse a spec
+# that could break either before anything is created (issue 13).
+MAX_SPEC_BYTES = 64 * 1024
 
 # No model needs more; a typo like 10000000 would otherwise only fail hours later as an OOM.
 MAX_SEQ_LENGTH = 131072
@@ -29,7 +35,36 @@ RESERVED_ENV = frozenset(
     }
 )
 RESERVED_ENV_PREFIX = "TUNELOOP_"
-_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
+# Secret-looking env names, judged word by word (issue 13: a substring rule missed DB_PASS and
+# ENCRYPTION_KEY and refused TOKENIZERS_PARALLELISM and MAX_TOKENS, both common with HF).
+SECRET_WORDS = frozenset({"SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PASSPHRASE", "TOKEN", "APIKEY",
+                          "CREDENTIAL", "CREDENTIALS", "AUTH", "DSN", "WEBHOOK", "COOKIE", "JWT", "BEARER", "PRIVATEKEY"})
+# Names that look secret by the rule but hold none.
+NOT_SECRET_NAMES = frozenset({"GOOGLE_APPLICATION_CREDENTIALS"})  # a file path
+# Values that are credentials whatever the variable is called; never echoed in a message.
+SECRET_VALUES = (
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}")),
+    ("an API key (sk-...)", re.compile(r"\bsk-[A-Za-z0-9_-]{20,}")),
+    ("a Slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{20,}")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("a URL with a password", re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:[^/\s@]+@")),
+)
+
+
+def secret_name(name: str) -> bool:
+    """True when an env var of this name should come from a Secret, never by value."""
+    if name.upper() in NOT_SECRET_NAMES:
+        return False
+    words = [w.upper() for w in re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name) if w]
+    joined = {a + b for a, b in zip(words, words[1:])}  # API_KEY -> APIKEY, PRIVATE_KEY -> PRIVATEKEY
+    return bool(SECRET_WORDS & (set(words) | joined)) or (len(words) > 1 and words[-1] == "KEY")
+
+
+def secret_value(value: str) -> str | None:
+    """What kind of credential `value` looks like, or None."""
+    return next((what for what, pattern in SECRET_VALUES if pattern.search(value)), None)
 
 METRICS_BY_TASK = {
     "causal-lm-sft": {"eval_loss", "perplexity"},
@@ -66,6 +101,10 @@ def check_uri(uri: str, path: str, *, allow_local: bool = True) -> list[Problem]
 def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> list[Problem]:
     """Every meaning-level problem of a parsed FineTuneJob spec, each naming its field."""
     problems: list[Problem] = []
+    size = len(json.dumps(to_dict(spec), separators=(",", ":")))
+    if size > MAX_SPEC_BYTES:
+        problems.append(Problem("spec", f"is {size} bytes as JSON, more than {MAX_SPEC_BYTES}; "
+                                        "a FineTuneJob spec needs a few KiB (large lists belong in the data, not the spec)"))
     problems += check_uri(spec.model.source, "spec.model.source")
     for name in ("train", "validation", "test"):
         uri = getattr(spec.dataset, name)
@@ -74,6 +113,10 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
     problems += check_uri(spec.output.uri, "spec.output.uri")
     if spec.storage.endpoint is not None and not re.match(r"^https?://[^/\s]+", spec.storage.endpoint):
         problems.append(Problem("spec.storage.endpoint", "must be an http(s):// URL, e.g. http://minio.storage:9000"))
+    elif spec.storage.endpoint is not None and "@" in spec.storage.endpoint.split("/")[2]:
+        # It would be copied into the ConfigMap and the Job, and echoed in S3 error lines (issue 13).
+        problems.append(Problem("spec.storage.endpoint", "must not carry credentials (user:password@); "
+                                                          "put them in a Secret named by storage.credentialsSecret"))
 
     if spec.model.trust_remote_code:
         problems.append(Problem("spec.model.trustRemoteCode", "must be false: Tuneloop never runs code shipped with a model"))
@@ -129,12 +172,16 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
         seen.add(env.name)
         if env.value is not None and env.value_from is not None:
             problems.append(Problem(path, "set value or valueFrom, not both"))
-        if env.value and _SECRET_NAME.search(env.name):
+        if env.value and secret_name(env.name):
             problems.append(
                 Problem(f"{path}.value", f"{env.name} looks like a secret; never put it by value, use valueFrom.secretKeyRef")
             )
-        ref = (env.value_from or {}).get("secretKeyRef") or {}
-        if "namespace" in ref:
-            problems.append(Problem(f"{path}.valueFrom.secretKeyRef.namespace", "Secrets can only come from the FineTuneJob's own namespace"))
+        elif env.value and (what := secret_value(env.value)):
+            problems.append(Problem(f"{path}.value", f"looks like {what}; never put it by value, use valueFrom.secretKeyRef"))
+        source = env.value_from
+        if source is not None:
+            given = [x for x in (source.secret_key_ref, source.config_map_key_ref, source.field_ref, source.resource_field_ref) if x is not None]
+            if len(given) != 1:
+                problems.append(Problem(f"{path}.valueFrom", "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef"))
     return problems
 

@@ -7,6 +7,10 @@ One line per problem, `FILE:DOC: spec.field.path: what is wrong and what is allo
 kinds are skipped with a note, so it can run over a whole Argo CD application folder.
 Exit 0 when every Tuneloop manifest is valid, 1 when any is invalid, 2 on unreadable input.
 `--old` gives the manifests as they are in the cluster now, to check immutable fields.
+
+Hostile or odd input never ends in a traceback (issue 13): every document is first turned
+into plain, bounded JSON (`tuneloop.api.documents`), each is checked on its own, and a bug
+met while checking one is reported on that document's line and the rest are still checked.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-import yaml
-
-from tuneloop.api.validate import validate_manifest
+from tuneloop.api import crds
+from tuneloop.api.documents import MAX_BYTES, Document, InputError, load_yaml_documents
+from tuneloop.api.typed import Problem
+from tuneloop.api.validate import Result, validate_manifest
 
 EXTENSIONS = {".yaml", ".yml", ".json"}
 
@@ -41,24 +46,58 @@ def iter_files(target: str) -> Iterator[str]:
         raise Unreadable(f"{target}: no such file or directory")
 
 
-def load_documents(name: str, stdin: TextIO) -> list[Any]:
+def read_text(name: str, stdin: TextIO) -> str:
+    """The file's text, at most MAX_BYTES (read one byte more to tell)."""
     try:
-        text = stdin.read() if name == "-" else Path(name).read_text()
+        if name == "-":
+            text = stdin.read(MAX_BYTES + 1)
+        else:
+            with open(name, encoding="utf-8") as f:
+                text = f.read(MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError) as err:
         raise Unreadable(f"{name}: cannot read: {err}") from err
+    if len(text) > MAX_BYTES:
+        raise Unreadable(f"{name}: larger than {MAX_BYTES} bytes, which the Kubernetes API server refuses; split it")
+    return text
+
+
+def load_documents(name: str, stdin: TextIO) -> list[Document]:
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise Unreadable(f"{name}: not valid YAML{line}: {getattr(err, 'problem', err)}") from err
+        return load_yaml_documents(read_text(name, stdin))
+    except InputError as err:
+        raise Unreadable(f"{name}: {err}") from err
 
 
 def _key(doc: Any) -> tuple | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
         return None
     meta = doc["metadata"]
-    return (doc.get("kind"), meta.get("namespace"), meta.get("name"))
+    key = (doc.get("kind"), meta.get("namespace"), meta.get("name"))
+    return key if all(part is None or isinstance(part, str) for part in key) else None
+
+
+def is_tuneloop(raw: Any) -> bool:
+    api_version = raw.get("apiVersion") if isinstance(raw, dict) else None
+    return isinstance(api_version, str) and api_version.startswith(crds.GROUP + "/")
+
+
+def check_document(doc: Document, old: Any) -> Result:
+    """The document's result; never raises (an unexpected error is a problem on its line)."""
+    if doc.error is not None:
+        if not is_tuneloop(doc.raw):
+            return Result(kind=None, note=f"skipped: not plain JSON ({doc.error}), and not a Tuneloop kind")
+        return Result(kind="?", problems=[Problem(doc.error.where or "document", doc.error.message)])
+    try:
+        return validate_manifest(doc.value, old)
+    except Exception as err:  # noqa: BLE001 - one bad document must not stop the others
+        return Result(kind="?", problems=[Problem("document", f"could not be checked ({type(err).__name__}: {err}); "
+                                                              "please report this as a Tuneloop bug")])
+
+
+def emit(out: TextIO, line: str) -> None:
+    """Print one line whatever the terminal's encoding (a user's key may hold anything)."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    print(line.encode(encoding, "backslashreplace").decode(encoding), file=out)
 
 
 def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
@@ -78,9 +117,10 @@ def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO =
         try:
             for name in iter_files(target):
                 for doc in load_documents(name, stdin):
-                    old_docs[_key(doc)] = doc
+                    if doc.error is None and (key := _key(doc.value)) is not None:
+                        old_docs[key] = doc.value
         except Unreadable as err:
-            print(f"error: {err}", file=out)
+            emit(out, f"error: {err}")
             unreadable = True
 
     checked = invalid = skipped = 0
@@ -88,27 +128,28 @@ def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO =
         try:
             names = list(iter_files(target))
         except Unreadable as err:
-            print(f"error: {err}", file=out)
+            emit(out, f"error: {err}")
             unreadable = True
             continue
         for name in names:
             try:
                 docs = load_documents(name, stdin)
             except Unreadable as err:
-                print(f"error: {err}", file=out)
+                emit(out, f"error: {err}")
                 unreadable = True
                 continue
-            for index, doc in enumerate(docs, start=1):
-                result = validate_manifest(doc, old_docs.get(_key(doc)))
+            for doc in docs:
+                key = _key(doc.value) if doc.error is None else None
+                result = check_document(doc, old_docs.get(key) if key else None)
                 if result.kind is None:
                     skipped += 1
                     if not args.quiet:
-                        print(f"{name}:{index}: {result.note}", file=out)
+                        emit(out, f"{name}:{doc.index}: {result.note}")
                     continue
                 checked += 1
                 invalid += bool(result.problems)
                 for problem in result.problems:
-                    print(f"{name}:{index}: {problem}", file=out)
+                    emit(out, f"{name}:{doc.index}: {problem}")
     if not args.quiet:
         print(f"{checked} Tuneloop manifest(s) checked: {checked - invalid} valid, {invalid} invalid; {skipped} other document(s) skipped", file=out)
     if unreadable:

@@ -162,10 +162,41 @@ class RunPolicySpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KeySelector:
+    name: str = req("Name of the Secret or ConfigMap in the FineTuneJob's namespace.")
+    key: str = req("The key to read.")
+    optional: bool | None = opt(None, "Start even when the object or key is missing.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldSelector:
+    api_version: str | None = opt(None, "Version of the schema fieldPath is written in (v1).")
+    field_path: str = req("Path of the pod field, e.g. metadata.name.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceFieldSelector:
+    container_name: str | None = opt(None, "Container name (the trainer's only container when empty).")
+    resource: str = req("limits.cpu, limits.memory, requests.cpu, ...")
+    divisor: Any = opt(None, "Output format of the resource, e.g. 1Mi.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvVarSource:
+    """A Kubernetes EnvVarSource, typed so odd values are refused with a path (issue 13:
+    `secretKeyRef: 5` used to pass the API server and crash the operator's checks)."""
+
+    secret_key_ref: KeySelector | None = opt(None, "A key of a Secret in the FineTuneJob's namespace.")
+    config_map_key_ref: KeySelector | None = opt(None, "A key of a ConfigMap in the FineTuneJob's namespace.")
+    field_ref: FieldSelector | None = opt(None, "A field of the pod, e.g. metadata.name.")
+    resource_field_ref: ResourceFieldSelector | None = opt(None, "A resource limit or request of the container.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvVar:
     name: str = req("Environment variable name (Tuneloop's own names are reserved).")
     value: str | None = opt(None, "Literal value (never a secret: use valueFrom).")
-    value_from: dict[str, Any] | None = opt(None, "A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, ...).")
+    value_from: EnvVarSource | None = opt(None, "A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, ...).")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ exact `spec.a.b[2].c` path that `tuneloop validate` and the operator print.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -102,6 +103,10 @@ def _convert(value: Any, tp: Any, path: str, problems: list[Problem]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(Problem(path, f"must be a number, got {value!r}"))
             return value
+        # NaN compares false with every bound, so it would pass every check (issue 13).
+        if isinstance(value, int) and abs(value) > 2**63 or isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(path, f"must be a finite number, got {value!r}"))
+            return 0.0
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -51,6 +51,9 @@ def parse_spec(kind: str, spec: Any, namespace: str | None = None) -> tuple[Any 
 def check_metadata(metadata: Any) -> list[Problem]:
     if not isinstance(metadata, dict):
         return [Problem("metadata", "is required: an object with at least a name")]
+    namespace = metadata.get("namespace")
+    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.match(namespace)):
+        return [Problem("metadata.namespace", f"{namespace!r} must be a namespace name (lowercase letters, digits and '-')")]
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         if metadata.get("generateName"):
@@ -77,7 +80,7 @@ def validate_manifest(doc: Any, old: Any = None) -> Result:
     if not (isinstance(api_version, str) and api_version.startswith(crds.GROUP + "/")):
         return Result(kind=None, note=f"skipped: {api_version} {kind} is not a Tuneloop kind")
     name = (doc.get("metadata") or {}).get("name", "") if isinstance(doc.get("metadata"), dict) else ""
-    if kind not in crds.KINDS:
+    if not isinstance(kind, str) or kind not in crds.KINDS:
         return Result(kind=str(kind), name=name, problems=[Problem("kind", f"{kind!r} is not a Tuneloop kind; use one of: {', '.join(crds.KINDS)}")])
     if api_version != API_VERSION:
         return Result(kind=kind, name=name, problems=[Problem("apiVersion", f"{api_version} is not served; use {API_VERSION}")])

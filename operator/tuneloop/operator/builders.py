@@ -14,7 +14,7 @@ import yaml
 
 from tuneloop.api.crds import GROUP, VERSION  # the CRDs own the API group and version
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import Problem
+from tuneloop.api.typed import Problem, to_dict
 
 KIND = "FineTuneJob"
 PLURAL = "finetunejobs"
@@ -208,7 +208,7 @@ def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = T
     for var in spec.env:
         item: dict[str, Any] = {"name": var.name}
         if var.value_from is not None:
-            item["valueFrom"] = dict(var.value_from)
+            item["valueFrom"] = to_dict(var.value_from)
         else:
             item["value"] = var.value if var.value is not None else ""
         env.append(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tuneloop.operator.allowlist import AllowLists
 from tuneloop.operator.builders import TrainerDefaults
 
 
@@ -24,6 +25,8 @@ class OperatorConfig:
     scrape_interval: float = 15.0
     scrape_timeout: float = 3.0
     unschedulable_after: float = 300.0
+    # Images, ServiceAccounts and priority classes a FineTuneJob may ask for (SECURITY.md).
+    allowed: AllowLists = field(default_factory=AllowLists)
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -33,4 +36,5 @@ class OperatorConfig:
             scrape_interval=_env_float("TUNELOOP_SCRAPE_INTERVAL", cls.scrape_interval),
             scrape_timeout=_env_float("TUNELOOP_SCRAPE_TIMEOUT", cls.scrape_timeout),
             unschedulable_after=_env_float("TUNELOOP_UNSCHEDULABLE_AFTER", cls.unschedulable_after),
+            allowed=AllowLists.from_env(),
         )

@@ -25,6 +25,7 @@ from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
 from tuneloop.api.validate import parse_spec
 from tuneloop.operator import metrics
+from tuneloop.operator.allowlist import AllowLists, check_allowed
 from tuneloop.operator.builders import (
     GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Owner, build_children, check_names, job_name, job_suspend_patch,
     unapplied_changes,
@@ -71,17 +72,29 @@ def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, A
         return []
     job_uid = job["metadata"].get("uid")
     pods = index.get((namespace, name), ())
-    # The Job controller sets ownerReferences on its pods; accept unowned labelled pods too.
-    return [p for p in pods if _owned_by(p, job_uid) or not (p.get("metadata") or {}).get("ownerReferences")]
+    # Only the Job's own pods (the Job controller sets their ownerReferences): anyone who can
+    # create a pod with our label could otherwise feed status and the scrape (issue 13).
+    return [p for p in pods if _owned_by(p, job_uid)]
 
 
 # --- shared steps ------------------------------------------------------------------------------
 
 
-def parse(spec: Mapping[str, Any], name: str, namespace: str) -> tuple[FineTuneJobSpec | None, list[Problem]]:
-    """The typed spec and every problem with it (schema-level, meaning-level, child names)."""
-    parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
-    return parsed, problems + (check_names(name, parsed) if parsed is not None else [])
+def parse(spec: Mapping[str, Any], name: str, namespace: str,
+          allowed: AllowLists = AllowLists()) -> tuple[FineTuneJobSpec | None, list[Problem]]:
+    """The typed spec and every problem with it (schema-level, meaning-level, child names).
+
+    A bug met while parsing is a problem too: InvalidSpec in status and an Event, instead of
+    kopf retrying the handler forever with nobody told (issue 13).
+    """
+    try:
+        parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
+        if parsed is not None:
+            problems = problems + check_names(name, parsed) + check_allowed(parsed, allowed)
+        return parsed, problems
+    except Exception as err:  # noqa: BLE001 - see above
+        return None, [Problem("spec", f"could not be parsed ({type(err).__name__}: {err}); "
+                                      "this is a Tuneloop bug, please report it with the spec")]
 
 
 def parse_cached(memo: kopf.Memo, body: kopf.Body, spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, list[Problem]]:
@@ -90,7 +103,7 @@ def parse_cached(memo: kopf.Memo, body: kopf.Body, spec: Mapping[str, Any]) -> t
     key = meta.get("generation")
     cached = memo.parsed.get(meta.uid)
     if cached is None or cached[0] != key or key is None:
-        cached = (key, parse(spec, meta.name, meta.namespace))
+        cached = (key, parse(spec, meta.name, meta.namespace, memo.config.allowed))
         memo.parsed[meta.uid] = cached
     return cached[1]
 
@@ -154,7 +167,7 @@ def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mappin
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
               patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, old: Any, new: Any, reason: str,
               **_: Any) -> None:
-    parsed, problems = parse(spec, name, namespace)
+    parsed, problems = parse(spec, name, namespace, memo.config.allowed)
     if problems:
         reject(body, memo, status, problems, patch)
     assert parsed is not None

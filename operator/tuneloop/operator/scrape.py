@@ -32,6 +32,13 @@ METRIC_KEYS = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "tokens_
 CHECKPOINT_KINDS = ("latest", "best", "final")
 # How long a completed Job's rank-0 pod may lag behind it in our view before its report is given up on.
 REPORT_GRACE_SECONDS = 30.0
+# The trainer's exposition is a few KiB. Whoever controls the image controls this endpoint, and
+# one unbounded response pushed the operator past its memory limit within seconds (issue 13).
+MAX_SCRAPE_BYTES = 1024 * 1024
+
+
+class ScrapeTooLarge(ValueError):
+    pass
 
 
 def _finite(value: float) -> bool:
@@ -181,10 +188,18 @@ def final_status(current: Mapping[str, Any] | None, pods: Sequence[Mapping[str, 
     return new
 
 
-async def fetch_trainer_metrics(url: str, timeout: float = 3.0) -> str:
-    """GET the exposition text; raises on any network problem (the caller shrugs and moves on)."""
+async def fetch_trainer_metrics(url: str, timeout: float = 3.0, limit: int = MAX_SCRAPE_BYTES) -> str:
+    """GET the exposition text, at most `limit` bytes; raises on any network problem or a
+    larger body (the caller shrugs and moves on). Never holds more than `limit` + one chunk."""
     limits = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 1.0))
     async with aiohttp.ClientSession(timeout=limits) as session:
         async with session.get(url) as response:
             response.raise_for_status()
-            return await response.text()
+            if response.content_length is not None and response.content_length > limit:
+                raise ScrapeTooLarge(f"{url} announces {response.content_length} bytes; the limit is {limit}")
+            body = bytearray()
+            while chunk := await response.content.read(64 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    raise ScrapeTooLarge(f"{url} sent more than {limit} bytes")
+            return body.decode(response.get_encoding() if response.charset else "utf-8", errors="replace")

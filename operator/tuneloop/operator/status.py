@@ -70,7 +70,12 @@ def _condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] |
 
 
 def pod_rank(pod: Mapping[str, Any]) -> int:
-    return int(_dig(pod, "metadata", "annotations", ANNOTATION_COMPLETION_INDEX, default="0") or 0)
+    """The pod's completion index; -1 (no rank) when the annotation is not a number."""
+    value = _dig(pod, "metadata", "annotations", ANNOTATION_COMPLETION_INDEX, default="0") or 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _trainer_state(pod: Mapping[str, Any]) -> Mapping[str, Any]:

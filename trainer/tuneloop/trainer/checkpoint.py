@@ -27,11 +27,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tuneloop.trainer.storage import Storage
+from tuneloop.trainer.storage import KeyMissing, Storage, local_path_inside
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^checkpoints/step-(\d{8})/(.+)$")
+
+# The only files a manifest may name: anything else in one (`../../x`, `/abs`, a `.py`) was not
+# written by us, so the checkpoint is not resumed from (issue 13).
+CHECKPOINT_FILES = frozenset({"model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json", "spec.json",
+                              "scaler.pt"})  # scaler.pt: mixed-precision GradScaler state (issue 8)
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity", "mse", "mae"}
 
@@ -137,6 +142,13 @@ def restore_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
+def manifest_files_ok(manifest: Any) -> bool:
+    """True when the manifest's `files` maps known checkpoint file names to integer sizes."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return (isinstance(files, dict) and set(files) <= CHECKPOINT_FILES
+            and all(type(size) is int and size >= 0 for size in files.values()))
+
+
 class CheckpointPublisher:
     """Uploads checkpoint folders (manifest last), prunes old ones, and finds the newest.
 
@@ -169,9 +181,9 @@ class CheckpointPublisher:
                 continue
             try:
                 manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
-            except (ValueError, OSError):
+            except (ValueError, OSError, KeyMissing):  # unreadable, or pruned since the listing
                 continue
-            if set(manifest.get("files", {})) <= names:
+            if manifest_files_ok(manifest) and set(manifest["files"]) <= names:
                 complete[step] = manifest
         return complete
 
@@ -180,10 +192,14 @@ class CheckpointPublisher:
 
     def download(self, step: int, local: Path) -> None:
         manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
+        if not manifest_files_ok(manifest):
+            raise RuntimeError(f"checkpoint step {step}: its manifest names files other than {sorted(CHECKPOINT_FILES)}")
+        local.mkdir(parents=True, exist_ok=True)
         for name, size in manifest["files"].items():
-            self.storage.download_file(f"{step_prefix(step)}/{name}", local / name)
-            if (local / name).stat().st_size != size:
-                raise RuntimeError(f"checkpoint step {step}: {name} has {((local / name).stat().st_size)} bytes, manifest says {size}")
+            target = local_path_inside(local, name)
+            self.storage.download_file(f"{step_prefix(step)}/{name}", target)
+            if target.stat(follow_symlinks=False).st_size != size:
+                raise RuntimeError(f"checkpoint step {step}: {name} has {target.stat().st_size} bytes, manifest says {size}")
 
     def best_step(self, checkpoints: dict[int, dict[str, Any]]) -> int | None:
         best, best_value = None, None

@@ -142,8 +142,9 @@ def write_termination_message(text: str) -> None:
     if path is None:
         return
     try:
-        path.write_text(text)
-    except OSError:
+        # backslashreplace: a lone surrogate from a user's key must not turn exit 2 into a traceback (issue 13)
+        path.write_text(text, encoding="utf-8", errors="backslashreplace")
+    except (OSError, ValueError):
         pass  # the message is a courtesy; it must never turn a result into a failure
 
 
@@ -154,7 +155,7 @@ def fail(message: str, code: int) -> int:
     error_file = os.environ.get(ERROR_FILE_ENV)
     if error_file and os.path.exists(error_file):
         try:
-            with open(error_file, "a") as f:
+            with open(error_file, "a", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(line + "\n")
         except OSError:
             pass

@@ -41,21 +41,53 @@ def infer_format(name: str, declared: str | None) -> str:
     raise PermanentError(f"cannot tell the format of {name}; set dataset.format to one of: {', '.join(FORMATS)}")
 
 
-def read_rows(data: bytes, fmt: str, name: str) -> list[Row]:
-    """Parse one file's bytes into rows (dicts). Malformed input -> PermanentError naming the spot."""
-    if name.lower().endswith(".gz"):
-        import gzip
+# Bounds on one data file (issue 13: a 1 MiB .gz expanded to 2 GiB of memory). Rows take about
+# 11x their JSONL size in memory once parsed, so 2 GiB per file is already generous per pod.
+MAX_FILE_BYTES = 2 * 1024**3
+MAX_LINE_CHARS = 16 * 1024**2  # one JSONL row; a long conversation is a few hundred KiB
 
-        data = gzip.decompress(data)
+
+def gunzip_bounded(data: bytes, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The decompressed bytes, at most `limit`; PermanentError for a corrupt or oversized file."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            out = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise PermanentError(f"{name} is not a valid gzip file ({e}); re-compress it or drop the .gz suffix") from None
+    if len(out) > limit:
+        raise PermanentError(f"{name} decompresses to more than {limit} bytes; split it into smaller files")
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_rows(data: bytes, fmt: str, name: str, limit: int = MAX_FILE_BYTES) -> list[Row]:
+    """Parse one file's bytes into rows (dicts). Malformed or oversized input -> PermanentError naming the spot."""
+    if len(data) > limit:
+        raise PermanentError(f"{name} is {len(data)} bytes, more than the {limit} one file may hold; split it")
+    if name.lower().endswith(".gz"):
+        data = gunzip_bounded(data, name, limit)
     if fmt == "jsonl":
         rows = []
         for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
+            if len(line) > MAX_LINE_CHARS:
+                raise PermanentError(f"{name} line {n} is {len(line)} characters, more than {MAX_LINE_CHARS}; "
+                                     "is it one JSON object per line?")
             try:
-                row = json.loads(line)
+                row = json.loads(line, parse_constant=_refuse_constant)
             except json.JSONDecodeError as e:
                 raise PermanentError(f"{name} line {n} is not valid JSON ({e.msg}); expected one JSON object per line") from None
+            except RecursionError:
+                raise PermanentError(f"{name} line {n} nests too deeply to be a data row") from None
+            except ValueError as e:  # NaN/Infinity, or an integer of over 4,300 digits
+                raise PermanentError(f"{name} line {n} is not valid data: {e}") from None
             if not isinstance(row, dict):
                 raise PermanentError(f"{name} line {n} is a JSON {type(row).__name__}, expected an object per line")
             rows.append(row)

@@ -13,7 +13,7 @@ from typing import Any
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.trainer import data
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
-from tuneloop.trainer.storage import resolve_files
+from tuneloop.trainer.storage import StorageUnavailable, resolve_files
 
 
 @dataclass
@@ -47,6 +47,8 @@ def read_uri(uri: str, fmt: str | None, settings: RuntimeSettings) -> tuple[list
         name = storage.child(key)
         try:
             raw = storage.read_bytes(key)
+        except (PermanentError, StorageUnavailable):
+            raise  # S3's answer already says whether a retry helps
         except Exception as e:  # noqa: BLE001 - S3/OS errors: report and let the pod retry
             raise RuntimeError(f"cannot read {name}: {e}") from e
         rows += data.read_rows(raw, data.infer_format(key, fmt), name)

@@ -17,12 +17,13 @@ from typing import Any
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
-from tuneloop.trainer.storage import open_storage
+from tuneloop.trainer.storage import local_path_inside, open_storage, unsafe_key_reason
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # What a model folder needs for training; anything else (pickles, ONNX, sentence-transformers
-# extras, READMEs) is not downloaded.
-USEFUL_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
+# extras, READMEs) is not downloaded. No code files (`.py`): trust_remote_code is always off,
+# and a planted `usercustomize.py` runs at the next Python start (issue 13).
+USEFUL_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".tiktoken")
 
 
 def check_model_files(files: list[str], where: str) -> None:
@@ -59,16 +60,18 @@ def fetch_model(source: str, settings: RuntimeSettings, revision: str | None = N
     if (cache / ".complete").exists():
         return cache
     storage = open_storage(source.rstrip("/"), settings)
-    try:
-        files = storage.list()
-    except Exception as e:  # noqa: BLE001 - botocore raises many types; the line says what
-        raise PermanentError(f"cannot list model at {source}: {e}") from None
+    files = storage.list()  # StorageRefused (exit 2) or StorageUnavailable (exit 1, retried)
+    unsafe = [(name, reason) for name in files if (reason := unsafe_key_reason(name))]
+    if unsafe:
+        name, reason = unsafe[0]
+        raise PermanentError(f"model prefix {source} holds key {name!r}, which is no plain relative path ({reason}); "
+                             "remove it from the bucket: keys like that would be written outside the model folder")
     check_model_files(files, source)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache.parent))
     for name in files:
         if name.endswith(USEFUL_SUFFIXES) and not name.endswith(PICKLE_SUFFIXES):
-            storage.download_file(name, tmp / name)
+            storage.download_file(name, local_path_inside(tmp, name))
     (tmp / ".complete").write_text(source)
     try:
         os.rename(tmp, cache)
