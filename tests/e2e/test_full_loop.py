@@ -290,6 +290,37 @@ def test_two_node_indexed_job_trains_together(cluster: Cluster, operator: Operat
     assert f"{key_of(output)}final/model.safetensors" in keys
 
 
+@pytest.mark.plays_controllers
+def test_a_failed_rank_restarts_the_whole_group_from_the_checkpoint(cluster: Cluster, operator: OperatorProcess,
+                                                                     kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
+                                                                     s3_secret: str) -> None:
+    """Issue 9: rank 1 of two is killed; the Job fails as a whole (FailJob), the operator
+    deletes it and re-creates it, and both ranks resume from the newest checkpoint: attempts 2."""
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(400, seed=9))
+    output = submit(cluster, s3, "group", model=tiny_bert_s3, train=train, max_steps=200, save_every=4, secret=s3_secret,
+                    nodes=2, env={"OMP_NUM_THREADS": "1"})
+
+    def first_checkpoint() -> bool:
+        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
+
+    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
+    first_job_uid = cluster.job("group-trainer")["metadata"]["uid"]
+    rank1 = next(p for p in trainer_pods(cluster, "group")
+                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+
+    status = cluster.wait_phase("group", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
+    assert status["attempts"] == 2, status
+    job = cluster.job("group-trainer")
+    assert job["metadata"]["uid"] != first_job_uid  # a new Job: the whole group restarted
+    assert job["status"]["succeeded"] == 2 and "failed" not in job["status"]
+    pods = sorted(trainer_pods(cluster, "group"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    assert [p["metadata"]["ownerReferences"][0]["uid"] for p in pods] == [job["metadata"]["uid"]] * 2  # the old Job's pods are gone
+    assert f"resumed from {output}checkpoints/step-" in kubelet.log(pods[0]["metadata"]["name"])
+    assert {"GroupRestart", "Retrying", "Succeeded"} <= set(cluster.event_reasons("group"))
+
+
 # --- the kubelet on its own: plain processes, no operator, a second each --------------------
 
 

@@ -64,7 +64,8 @@ JOB_CASES = [
         "spec.completionMode": "Indexed",
         "spec.completions": 4,
         "spec.parallelism": 4,
-        "spec.backoffLimit": 12,
+        # Any failure fails the Job; the operator restarts the group and counts (issue 9).
+        "spec.backoffLimit": 0,
         "spec.template.spec.subdomain": "sft-trainer",
         "spec.template.spec.containers[0].resources.limits": {"nvidia.com/gpu": "8"},
     }),
@@ -206,6 +207,17 @@ def test_pod_failure_policy_and_labels() -> None:
         "apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob", "name": "sft", "uid": "uid-1",
         "controller": True, "blockOwnerDeletion": True,
     }]
+
+
+def test_multi_node_pod_failure_policy_fails_the_whole_job_on_any_failure() -> None:
+    """One failed rank must not be replaced alone (its peers hang in collectives): FailJob for
+    everything, the disruption rule before the exit codes so the operator can tell them apart."""
+    rules = build_trainer_job(OWNER, make_spec(resources={"nodes": 2}))["spec"]["podFailurePolicy"]["rules"]
+    assert rules == [
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}},
+        {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "NotIn", "values": [0]}},
+    ]
 
 
 def test_config_map_is_the_spec_and_holds_no_secret_values() -> None:

@@ -263,13 +263,33 @@ def build_volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, An
     return volumes, mounts
 
 
-def build_pod_failure_policy() -> dict[str, Any]:
+def build_pod_failure_policy(nodes: int = 1) -> dict[str, Any]:
+    """What the Job controller does with a failed pod.
+
+    One node: the Job controller replaces the pod, counted against backoffLimit.
+    Several nodes: every failure fails the whole Job at once, and the operator re-creates it
+    (a group restart from the newest checkpoint, counted once; see `status.group_restart`).
+    Replacing one rank of a static torchrun rendezvous leaves its peers blocked in collectives
+    until they time out and fail one by one, each counted (issue 9).
+    """
+    bad_input = {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}}
+    disruption = [{"type": "DisruptionTarget", "status": "True"}]
+    if nodes > 1:
+        return {
+            "rules": [
+                bad_input,
+                # A preempted or drained rank: the group restarts, and the operator does not
+                # count it (it reads DisruptionTarget on the pods; their peers have none).
+                {"action": "FailJob", "onPodConditions": disruption},
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]}},
+            ]
+        }
     return {
         "rules": [
             # Bad config or data (exit 2): fail at once, a retry would fail the same way.
-            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            bad_input,
             # Preemption and node drain are not the trainer's fault: retry without counting.
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "Ignore", "onPodConditions": disruption},
         ]
     }
 
@@ -332,9 +352,10 @@ def build_trainer_job(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefa
     job_spec: dict[str, Any] = {
         # With a Kueue queue the Job starts suspended and Kueue admits it (never us).
         "suspend": bool(policy.suspend or policy.queue_name),
-        # A failed multi-node attempt fails every rank, so allow `nodes` pod failures per retry.
-        "backoffLimit": policy.backoff_limit * res.nodes,
-        "podFailurePolicy": build_pod_failure_policy(),
+        # One node: the Job controller retries. Several: any failure fails the Job, and the
+        # operator restarts the group (it counts the attempts against backoffLimit itself).
+        "backoffLimit": policy.backoff_limit if res.nodes == 1 else 0,
+        "podFailurePolicy": build_pod_failure_policy(res.nodes),
         "template": build_pod_template(owner, spec, defaults),
     }
     # No ttlSecondsAfterFinished: the operator deletes the Job itself once the final status

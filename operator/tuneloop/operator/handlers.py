@@ -35,7 +35,7 @@ from tuneloop.operator.scrape import (
     fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
 )
 from tuneloop.operator.status import (
-    INVALID_SPEC, SUCCEEDED, TERMINAL, derive_status, parse_time, status_patch, transition_events,
+    INVALID_SPEC, SUCCEEDED, TERMINAL, derive_status, group_restart, parse_time, status_patch, transition_events,
 )
 
 FTJ = (GROUP, VERSION, PLURAL)
@@ -64,6 +64,12 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 def owned_job(index: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
     """This FineTuneJob's Job (a same-named predecessor's leftovers do not count)."""
     return next((job for job in index.get((namespace, name), ()) if _owned_by(job, uid)), None)
+
+
+def lingering_pods(index: kopf.Index, namespace: str, name: str) -> list[dict]:
+    """Pods of this name's earlier Jobs that still run: a new Job waits for them (issue 9)."""
+    return [p for p in index.get((namespace, name), ())
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
 
 def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, Any] | None) -> list[dict]:
@@ -152,8 +158,8 @@ def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mappin
 @kopf.on.update(*FTJ, field="spec", id="update")
 @metrics.instrumented(KIND, "reconcile")
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
-              patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, old: Any, new: Any, reason: str,
-              **_: Any) -> None:
+              patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, old: Any, new: Any,
+              reason: str, **_: Any) -> None:
     parsed, problems = parse(spec, name, namespace)
     if problems:
         reject(body, memo, status, problems, patch)
@@ -163,7 +169,8 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
     if is_finished(current):
         return  # its Job may be gone on purpose (TTL); never train again
     job = owned_job(trainer_jobs, namespace, name, uid)
-    if job is None:
+    lingering = lingering_pods(trainer_pods, namespace, name) if job is None else []
+    if job is None and not lingering:  # else the status timer creates it once they are gone
         try:
             ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
         except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
@@ -176,7 +183,7 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
                        message=f"the running Job keeps its pod template; not applied: {', '.join(ignored)}")
     if not current.get("phase") or current.get("reason") == INVALID_SPEC:
         # The first status (or the first after a fixed spec); the `status` timer takes it from here.
-        new = derive_status(job, [], spec=parsed, generation=body.metadata.get("generation", 1), previous=current, now=now())
+        new = derive_status(job, lingering, spec=parsed, generation=body.metadata.get("generation", 1), previous=current, now=now())
         new["jobName"] = job_name(name)
         write_status(body, memo, current, new, patch)
 
@@ -208,16 +215,27 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
     parsed, problems = parse_cached(memo, body, spec)
     job = owned_job(trainer_jobs, namespace, name, uid)
 
+    pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
+    restarted = None
     if parsed is not None and not problems:
-        if job is None:
-            # Deleted behind our back: recreate it; the trainer resumes from the checkpoint.
+        if job is None and not pods:
+            # Deleted behind our back, or by a group restart: (re)create it; the trainer
+            # resumes from the newest checkpoint.
             await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
+        elif job is None:
+            pass  # the previous Job's pods still run: never two generations at once
+        elif restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now()):
+            meta = job["metadata"]
+            if await asyncio.to_thread(memo.kube.delete_job, namespace, meta["name"], uid=meta["uid"], foreground=True):
+                restarted = restart  # counted here, once: the next pass sees the Job deleting
+                kopf.event(body, type="Warning", reason="GroupRestart", message=restart.message)
         elif job_suspend_patch(parsed, job) is not None:  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
 
-    pods = owned_pods(trainer_pods, namespace, name, job)
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
                         previous=current, now=now(), unschedulable_after=config.unschedulable_after)
+    if restarted is not None and restarted.counted:
+        new["attempts"] = int(current.get("attempts") or 1) + 1
     if new.get("phase") == SUCCEEDED and parsed is not None:
         if final_report_pending(job, pods, now()):
             return  # the pod's final state is a watch event behind the Job's: its report comes next pass

@@ -88,11 +88,16 @@ class Kube:
         self._request(f"patch Job {namespace}/{name}", "PATCH", resource_path("Job", namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
 
-    def delete_job(self, namespace: str, name: str) -> bool:
-        """Delete the Job and (in the background) its pods; False if it was already gone."""
-        status = self._request(f"delete Job {namespace}/{name}", "DELETE", resource_path("Job", namespace, name),
-                               query={"propagationPolicy": "Background"}, ok=(404,))
-        return status != 404
+    def delete_job(self, namespace: str, name: str, *, uid: str | None = None, foreground: bool = False) -> bool:
+        """Delete the Job and its pods; False if it was already gone (or, given `uid`, replaced).
+
+        Foreground: the Job stays (with a deletionTimestamp) until its pods are gone, so a
+        Job re-created under the same name never runs beside the old pods.
+        """
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}} if uid else None
+        status = self._request(f"delete Job {namespace}/{name}", "DELETE", resource_path("Job", namespace, name), body,
+                               query={"propagationPolicy": "Foreground" if foreground else "Background"}, ok=(404, 409))
+        return status not in (404, 409)
 
 
 def _message(data: bytes | None) -> str:
