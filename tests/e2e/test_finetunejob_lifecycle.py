@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.harness import Cluster, OperatorProcess, free_port, wait_for
+from e2e.harness import Cluster, OperatorProcess, free_port, resource_path, wait_for
 
 NOW = "2025-01-01T00:00:00Z"
 
@@ -299,3 +299,52 @@ def test_pod_problems_surface_in_status_and_events(cluster: Cluster, operator: O
     status = cluster.wait_phase("oops", "Failed", reason="InvalidInput")
     assert "missing column `label` in train.csv" in status["message"]
     assert cluster.wait_event("oops", "Failed")["type"] == "Warning"
+
+
+@pytest.mark.plays_controllers
+def test_delete_and_reapply_waits_for_the_old_children_and_never_trains_with_the_old_config(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    """Issue 9: `kubectl delete ftj x && kubectl apply` while the garbage collector is still
+    removing the old children: the new FineTuneJob waits with a reason, then makes its own."""
+    cluster.create_ftj("again", output={"uri": "s3://models/out/first/"})
+    old_job = cluster.wait_job("again-trainer")
+    old_uid = cluster.ftj("again")["metadata"]["uid"]
+    # Hold the old ConfigMap in Terminating, as a slow garbage collector would.
+    cluster.api.patch(resource_path("v1", "configmaps", cluster.ns, "again-config"),
+                      {"metadata": {"finalizers": ["e2e.tuneloop.dev/hold"]}})
+    cluster.api.delete(cluster.ftj_path("again"))
+    wait_for(lambda: cluster.ftj("again") is None, what="the old FineTuneJob gone")
+    cluster.create_ftj("again", output={"uri": "s3://models/out/second/"})
+
+    status = cluster.wait_phase("again", "Pending", reason="WaitingForOldChildren")
+    assert "again-config" in status["message"] and "earlier FineTuneJob" in status["message"]
+    # The collector gets to it (held by the finalizer): still waiting, now "being deleted".
+    cluster.wait_phase("again", "Pending", reason="WaitingForOldChildren",
+                       message="ConfigMap again-config of an earlier FineTuneJob is being deleted; waiting for the garbage collector")
+    assert cluster.condition("again", "Stalled")["status"] == "False"
+    wait_for(lambda: cluster.job("again-trainer") is None, timeout=10, what="the old Job collected")
+    assert cluster.job("again-trainer") is None  # no Job while the config is the old spec's
+
+    cluster.api.patch(resource_path("v1", "configmaps", cluster.ns, "again-config"), {"metadata": {"finalizers": None}})
+    job = cluster.wait_job("again-trainer")
+    new_uid = cluster.ftj("again")["metadata"]["uid"]
+    assert job["metadata"]["uid"] != old_job["metadata"]["uid"] and job["metadata"]["ownerReferences"][0]["uid"] == new_uid, (
+        job["metadata"], cluster.ftj("again")["metadata"], old_uid, operator.log_tail(80))
+    config = wait_for(lambda: cluster.config_map("again-config"), what="the new ConfigMap")
+    assert config["metadata"]["ownerReferences"][0]["uid"] == new_uid != old_uid
+    assert "s3://models/out/second/" in config["data"]["config.yaml"]
+
+
+@pytest.mark.plays_controllers
+def test_a_foreign_object_holding_a_childs_name_is_a_name_conflict(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.api.create(resource_path("v1", "configmaps", cluster.ns),
+                       {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "taken-config"}, "data": {"a": "b"}})
+    cluster.create_ftj("taken")
+    status = cluster.wait_phase("taken", "Pending", reason="NameConflict")
+    assert "ConfigMap named taken-config" in status["message"]
+    assert cluster.condition("taken", "Stalled")["status"] == "True"
+    assert cluster.job("taken-trainer") is None
+    assert cluster.wait_event("taken", "NameConflict")["type"] == "Warning"
+    # Someone removes it: the operator recovers by itself.
+    cluster.api.delete(resource_path("v1", "configmaps", cluster.ns, "taken-config"))
+    cluster.wait_job("taken-trainer")

@@ -271,3 +271,24 @@ def test_unapplied_changes_ignore_suspend() -> None:
     old = {"runPolicy": {"suspend": False}, "image": "a"}
     assert unapplied_changes(old, {"runPolicy": {"suspend": True}, "image": "a"}) == []
     assert unapplied_changes(old, {"runPolicy": {"suspend": True}, "image": "b"}) == ["spec.image"]
+
+
+def test_an_existing_child_is_checked_not_trusted() -> None:
+    """Issue 9: a 409 on create is read: mine, a predecessor's, being deleted, or foreign."""
+    from tuneloop.operator.builders import build_config_map, check_existing_child, owner_reference
+
+    spec = make_spec()
+    wanted = build_config_map(OWNER, spec)
+    mine = {**wanted, "metadata": {**wanted["metadata"]}}
+    assert check_existing_child(mine, wanted, OWNER) == (None, None)
+    stale = {**mine, "data": {"config.yaml": "an earlier spec"}}
+    assert check_existing_child(stale, wanted, OWNER) == (None, {"data": wanted["data"]})
+    old_owner = Owner(OWNER.name, OWNER.namespace, "uid-0")
+    predecessor = {**wanted, "metadata": {**wanted["metadata"], "ownerReferences": [owner_reference(old_owner)]}}
+    blocked, _ = check_existing_child(predecessor, wanted, OWNER)
+    assert blocked.reason == "WaitingForOldChildren" and not blocked.stalled
+    deleting = {**mine, "metadata": {**mine["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert check_existing_child(deleting, wanted, OWNER)[0].reason == "WaitingForOldChildren"
+    foreign = {**wanted, "metadata": {"name": wanted["metadata"]["name"]}}
+    blocked, _ = check_existing_child(foreign, wanted, OWNER)
+    assert blocked.reason == "NameConflict" and blocked.stalled and "delete it, or rename" in blocked.message

@@ -208,13 +208,26 @@ def test_pod_problem_none_for_healthy_pods() -> None:
     assert pod_problem(pod("Pending"), NOW) is None
 
 
-def test_child_rejected_is_final_and_kept() -> None:
+def test_child_rejected_is_failed_until_a_corrected_spec() -> None:
     problems = [Problem("spec", "create Job ml/x: rejected by the API server: Unprocessable Entity")]
     failed = derive_status(None, [], spec=None, problems=problems, generation=1, previous={}, now=NOW,
                            invalid_reason="ChildRejected")
     assert (failed["phase"], failed["reason"]) == ("Failed", "ChildRejected")
-    # Without a Job the status stays: the operator does not retry a rejected child forever.
-    assert derive_status(None, [], spec=spec(), generation=1, previous=failed, now=NOW) == failed
+    # Nothing ran: a corrected spec (the next reconcile) creates the children (issue 9).
+    again = derive_status(None, [], spec=spec(), generation=2, previous=failed, now=NOW)
+    assert (again["phase"], again["reason"]) == ("Pending", "CreatingJob")
+
+
+def test_blocked_children_wait_or_stall() -> None:
+    from tuneloop.operator.builders import Blocked
+
+    waiting = derive_status(None, [], spec=spec(), generation=1, previous={}, now=NOW,
+                            blocked=Blocked("WaitingForOldChildren", "ConfigMap x-config is being deleted", stalled=False))
+    assert (waiting["phase"], waiting["reason"]) == ("Pending", "WaitingForOldChildren")
+    conflict = derive_status(None, [], spec=spec(), generation=1, previous={}, now=NOW,
+                             blocked=Blocked("NameConflict", "a Job named x-trainer already exists", stalled=True))
+    assert conflict["reason"] == "NameConflict"
+    assert {c["type"] for c in conflict["conditions"] if c["status"] == "True"} == {"Reconciling", "Stalled"}
 
 
 TRACEBACK = ("Traceback (most recent call last):\n  File \"recipe.py\", line 10, in train\nRuntimeError: boom\n"

@@ -10,8 +10,10 @@ Deletion (finalizers, owner cascades, namespaces) lives in deletion.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import datetime
 import json
 import random
@@ -28,6 +30,7 @@ from tuneloop.emulator.selection import FieldSelector, LabelSelector, unsupporte
 from tuneloop.emulator.store import Key, ObjectStore
 from tuneloop.emulator.watches import Change, WatchHub, follow
 
+logger = logging.getLogger(__name__)
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Resources whose storage returns the deleted object (kube-apiserver's ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = frozenset({NAMESPACES, kmock.resource("", "v1", "pods"), kmock.resource("", "v1", "services")})
@@ -43,13 +46,15 @@ def utc_now() -> str:
 class ApiServer:
     def __init__(
             self, *, objects: kmock.ObjectsArray, resources: kmock.ResourcesArray,
-            history_limit: int | None, watch_history: int,
+            history_limit: int | None, watch_history: int, gc_delay: float = 0.1,
     ) -> None:
         self.registry = ResourceRegistry(resources)
         self.registry.load_builtins()
         self.store = ObjectStore(objects, history_limit=history_limit)
         self.hub = WatchHub(limit=watch_history)
         self.clock: Callable[[], str] = utc_now
+        # The garbage collector's lag after a DELETE (deletion.py); 0 still defers it.
+        self.gc_delay = gc_delay
         for name in DEFAULT_NAMESPACES:
             self.create(NAMESPACES, None, {"metadata": {"name": name}})
 
@@ -130,7 +135,9 @@ class ApiServer:
             namespace=key[1], uid=str(uuid.uuid4()), now=self.clock(), has_status="status" in info.subresources,
         )
         obj = self._admit(key, info, self._on_create(resource, obj), None)
-        return self.commit(key, obj, None)
+        created = self.commit(key, obj, None)
+        deletion.after_create(self, key, created)
+        return created
 
     def replace(self, resource: kmock.resource, namespace: str | None, name: str, body: Any,
                 subresource: str | None = None) -> dict[str, Any]:
@@ -224,6 +231,22 @@ class ApiServer:
             self._drop_custom_resources(final)
         deletion.after_removal(self, key, final)
         return final
+
+    def defer(self, work: Callable[[], Any]) -> None:
+        """Run a controller's work (the garbage collector) after this request has returned."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work()
+            return
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - a controller's failure must not stop the loop
+                logger.exception("deferred controller work failed")
+
+        loop.call_later(self.gc_delay, run)
 
     # Helpers.
 

@@ -381,6 +381,40 @@ def build_children(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefault
     return children
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A child's name is taken: why, and whether anything but a person can end it."""
+
+    reason: str
+    message: str
+    stalled: bool
+
+
+def check_existing_child(existing: Mapping[str, Any], wanted: Mapping[str, Any], owner: Owner) -> tuple[Blocked | None, dict | None]:
+    """(blocked, patch) for a child whose create answered 409 with `existing`.
+
+    Mine: fine; a ConfigMap with other data (rendered from an earlier spec) gets `patch`, so
+    the Job never trains with another spec's config. A predecessor's (same name, old uid) or
+    one being deleted: wait for the garbage collector. Anyone else's: a name conflict only a
+    person can resolve (issue 9).
+    """
+    meta = existing.get("metadata") or {}
+    kind, name = wanted["kind"], wanted["metadata"]["name"]
+    refs = meta.get("ownerReferences") or ()
+    if meta.get("deletionTimestamp"):
+        return Blocked("WaitingForOldChildren", f"{kind} {name} of an earlier FineTuneJob is being deleted; "
+                       "waiting for the garbage collector", stalled=False), None
+    if any(ref.get("uid") == owner.uid for ref in refs):
+        if kind == "ConfigMap" and existing.get("data") != wanted.get("data"):
+            return None, {"data": dict(wanted["data"])}
+        return None, None
+    if any(ref.get("kind") == KIND and ref.get("name") == owner.name and ref.get("controller") for ref in refs):
+        return Blocked("WaitingForOldChildren", f"{kind} {name} belongs to an earlier FineTuneJob named {owner.name}; "
+                       "waiting for the garbage collector to delete it", stalled=False), None
+    return Blocked("NameConflict", f"a {kind} named {name} already exists and is not this FineTuneJob's: "
+                   f"delete it, or rename the FineTuneJob", stalled=True), None
+
+
 def job_suspend_patch(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> dict[str, Any] | None:
     """The patch that brings the Job's `suspend` to what the user asked, or None.
 

@@ -26,8 +26,8 @@ from tuneloop.api.typed import Problem
 from tuneloop.api.validate import parse_spec
 from tuneloop.operator import metrics
 from tuneloop.operator.builders import (
-    GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Owner, build_children, check_names, job_name, job_suspend_patch,
-    unapplied_changes,
+    GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children, check_existing_child, check_names,
+    job_name, job_suspend_patch, unapplied_changes,
 )
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Kube
@@ -35,7 +35,8 @@ from tuneloop.operator.scrape import (
     fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
 )
 from tuneloop.operator.status import (
-    INVALID_SPEC, SUCCEEDED, TERMINAL, derive_status, group_restart, parse_time, status_patch, transition_events,
+    CHILD_REJECTED, INVALID_SPEC, RECOVERABLE, SUCCEEDED, TERMINAL, derive_status, group_restart, parse_time, status_patch,
+    transition_events,
 )
 
 FTJ = (GROUP, VERSION, PLURAL)
@@ -135,11 +136,25 @@ def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems
     raise error
 
 
-def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJobSpec, config: OperatorConfig) -> None:
-    """Create whatever child is missing; 409 means it is there. Never a second Job."""
+def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJobSpec, config: OperatorConfig) -> Blocked | None:
+    """Create whatever child is missing, in order, the Job last. Never a second Job.
+
+    A 409 is read, not trusted: a predecessor's or a stranger's child of the same name stops
+    here (Blocked), before the Job, so no pod mounts a config rendered from another spec.
+    """
     for manifest in build_children(owner, spec, config.trainer):
-        if kube.create(manifest) and manifest["kind"] == "Job":
-            kopf.event(body, type="Normal", reason="Created", message=f"created Job {manifest['metadata']['name']}")
+        existing = kube.create_or_read(manifest)
+        meta = manifest["metadata"]
+        if existing is None:
+            if manifest["kind"] == "Job":
+                kopf.event(body, type="Normal", reason="Created", message=f"created Job {meta['name']}")
+            continue
+        blocked, update = check_existing_child(existing, manifest, owner)
+        if blocked is not None:
+            return blocked
+        if update is not None:
+            kube.patch(manifest["kind"], meta["namespace"], meta["name"], update)
+    return None
 
 
 def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mapping[str, Any] | None) -> None:
@@ -170,27 +185,29 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
         return  # its Job may be gone on purpose (TTL); never train again
     job = owned_job(trainer_jobs, namespace, name, uid)
     lingering = lingering_pods(trainer_pods, namespace, name) if job is None else []
+    blocked = None
     if job is None and not lingering:  # else the status timer creates it once they are gone
         try:
-            ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+            blocked = ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
         except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
-            reject(body, memo, status, [Problem("spec", str(exc))], patch, reason="ChildRejected")
+            reject(body, memo, status, [Problem("spec", str(exc))], patch, reason=CHILD_REJECTED)
     else:
         sync_suspend(memo.kube, body, parsed, job)
         ignored = unapplied_changes(old or {}, new or {}) if reason == "update" else []
         if ignored:
             kopf.event(body, type="Warning", reason="SpecChangeNotApplied",
                        message=f"the running Job keeps its pod template; not applied: {', '.join(ignored)}")
-    if not current.get("phase") or current.get("reason") == INVALID_SPEC:
+    if not current.get("phase") or current.get("reason") in RECOVERABLE or blocked is not None:
         # The first status (or the first after a fixed spec); the `status` timer takes it from here.
-        new = derive_status(job, lingering, spec=parsed, generation=body.metadata.get("generation", 1), previous=current, now=now())
+        new = derive_status(job, lingering, spec=parsed, generation=body.metadata.get("generation", 1), previous=current,
+                            now=now(), blocked=blocked)
         new["jobName"] = job_name(name)
         write_status(body, memo, current, new, patch)
 
 
 def is_finished(status: Mapping[str, Any]) -> bool:
     """Succeeded or Failed for good (an invalid spec can still be fixed)."""
-    return (status or {}).get("phase") in TERMINAL and (status or {}).get("reason") != INVALID_SPEC
+    return (status or {}).get("phase") in TERMINAL and (status or {}).get("reason") not in RECOVERABLE
 
 
 def _is_active(status: Mapping[str, Any], **_: Any) -> bool:
@@ -209,19 +226,19 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
                          patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
                          **_: Any) -> None:
     current = last_status(body, memo, status)
-    if is_finished(current):
-        return  # the watch event that stops this timer is on its way
+    if is_finished(current) or body.metadata.get("deletionTimestamp"):
+        return  # the watch event that stops this timer is on its way; never re-create while deleting
     config: OperatorConfig = memo.config
     parsed, problems = parse_cached(memo, body, spec)
     job = owned_job(trainer_jobs, namespace, name, uid)
 
     pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
-    restarted = None
+    restarted = blocked = None
     if parsed is not None and not problems:
         if job is None and not pods:
             # Deleted behind our back, or by a group restart: (re)create it; the trainer
             # resumes from the newest checkpoint.
-            await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
+            blocked = await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
         elif job is None:
             pass  # the previous Job's pods still run: never two generations at once
         elif restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now()):
@@ -233,7 +250,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
 
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
-                        previous=current, now=now(), unschedulable_after=config.unschedulable_after)
+                        previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked)
     if restarted is not None and restarted.counted:
         new["attempts"] = int(current.get("attempts") or 1) + 1
     if new.get("phase") == SUCCEEDED and parsed is not None:

@@ -54,6 +54,11 @@ class Kube:
     def _request(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
                  content_type: str = "application/json", ok: tuple[int, ...] = ()) -> int:
         """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error."""
+        return self._call(what, method, path, body, query=query, content_type=content_type, ok=ok)[0]
+
+    def _call(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
+              content_type: str = "application/json", ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
+        """(HTTP status, body) for 2xx or one of `ok`; anything else raised as a kopf error."""
         if query:
             path = f"{path}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -66,11 +71,15 @@ class Kube:
             raise kopf.TemporaryError(f"{what}: {exc}", delay=RETRY_DELAY) from exc
         status = response.status
         if 200 <= status < 300 or status in ok:
-            return status
+            return status, response.data or b""
         detail = _message(response.data)
         if status in (400, 422):
             # The API refused what we built: retrying the same manifest cannot help.
             raise kopf.PermanentError(f"{what}: rejected by the API server ({status}): {detail}")
+        if status == 403:
+            # RBAC (or OwnerReferencesPermissionEnforcement on blockOwnerDeletion): retried,
+            # but loudly, since only an administrator can fix it (issue 9).
+            log.error("%s: forbidden (403): %s; check the operator's RBAC (helm/tuneloop templates)", what, detail)
         raise kopf.TemporaryError(f"{what}: {status}: {detail}", delay=RETRY_DELAY)
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
@@ -83,6 +92,27 @@ class Kube:
             return False
         log.info("Created %s %s/%s", kind, meta["namespace"], meta["name"])
         return True
+
+    def create_or_read(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a namespaced child: None if created now, else the object already there (on
+        409), for the caller to check whose it is: a name can be held by a predecessor's
+        child the garbage collector has not removed yet, or by someone else's (issue 9)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        what = f"create {kind} {meta['namespace']}/{meta['name']}"
+        status, _ = self._call(what, "POST", resource_path(kind, meta["namespace"]), dict(manifest),
+                               query={"fieldManager": FIELD_MANAGER}, ok=(409,))
+        if status != 409:
+            log.info("Created %s %s/%s", kind, meta["namespace"], meta["name"])
+            return None
+        status, data = self._call(f"read {kind} {meta['namespace']}/{meta['name']}", "GET",
+                                  resource_path(kind, meta["namespace"], meta["name"]), ok=(404,))
+        if status == 404:  # collected between our two calls: the next pass creates it
+            return {"metadata": {"name": meta["name"], "deletionTimestamp": "gone"}}
+        return json.loads(data)
+
+    def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self._request(f"patch {kind} {namespace}/{name}", "PATCH", resource_path(kind, namespace, name), dict(patch),
+                      query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
 
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch Job {namespace}/{name}", "PATCH", resource_path("Job", namespace, name), dict(patch),

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT
+from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT, Blocked
 
 PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SUSPENDED = "Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
@@ -23,6 +23,9 @@ CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Succeeded", "Failed", "Su
 # Fields derive_status owns; progress, metrics and checkpoints come from the trainer (scrape.py).
 OWNED = ("phase", "reason", "message", "observedGeneration", "conditions", "attempts", "startTime", "completionTime", "jobName")
 INVALID_SPEC = "InvalidSpec"
+CHILD_REJECTED = "ChildRejected"
+# Failed, but a corrected spec tries again: nothing ran (issue 9).
+RECOVERABLE = frozenset({INVALID_SPEC, CHILD_REJECTED})
 # Pending that long with the scheduler saying no is worth a Stalled condition, not a shrug.
 UNSCHEDULABLE_AFTER_SECONDS = 300.0
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
@@ -228,12 +231,14 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
 
 def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
              problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float,
-             invalid_reason: str = INVALID_SPEC) -> Verdict | None:
+             invalid_reason: str = INVALID_SPEC, blocked: Blocked | None = None) -> Verdict | None:
     if problems:
         return Verdict(FAILED, invalid_reason, "; ".join(str(p) for p in problems), stalled=True)
     if job is None:
-        if previous.get("phase") in TERMINAL and previous.get("reason") != INVALID_SPEC:
+        if previous.get("phase") in TERMINAL and previous.get("reason") not in RECOVERABLE:
             return None  # finished and cleaned up (TTL): the status stays as it was
+        if blocked is not None:
+            return Verdict(PENDING, blocked.reason, blocked.message, reconciling=True, stalled=blocked.stalled)
         lingering = [p for p in pods if _dig(p, "status", "phase") not in ("Succeeded", "Failed")]
         if lingering:
             # Two generations must never write one output.uri (issue 9).
@@ -335,14 +340,16 @@ def derive_status(
     problems: Sequence[Problem] = (),
     unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS,
     invalid_reason: str = INVALID_SPEC,
+    blocked: Blocked | None = None,
 ) -> dict[str, Any]:
     """The operator-owned status fields (see OWNED) for this Job and these pods.
 
     `problems` make it Failed and Stalled with `invalid_reason` (InvalidSpec, or ChildRejected
-    when the API server refused a child built from the spec).
+    when the API server refused a child built from the spec); `blocked`: no Job yet because a
+    child's name is taken (WaitingForOldChildren, NameConflict).
     """
     previous = dict(previous or {})
-    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason)
+    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason, blocked)
     if verdict is None:
         kept = {k: previous[k] for k in OWNED if k in previous}
         return {**kept, "observedGeneration": generation}
@@ -400,6 +407,7 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
             events.append(("Normal", "Resumed", "resuming from the latest checkpoint"))
     if after not in TERMINAL and int(new.get("attempts") or 0) > max(int(old.get("attempts") or 0), 1):
         events.append(("Warning", "Retrying", f"attempt {new['attempts']}: {message}"))
-    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", *START_FAILURE_REASONS):
+    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "NameConflict",
+                                                                        *START_FAILURE_REASONS):
         events.append(("Warning", new["reason"], message))
     return events
