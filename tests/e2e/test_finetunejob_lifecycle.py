@@ -328,8 +328,7 @@ def test_delete_and_reapply_waits_for_the_old_children_and_never_trains_with_the
     cluster.api.patch(resource_path("v1", "configmaps", cluster.ns, "again-config"), {"metadata": {"finalizers": None}})
     job = cluster.wait_job("again-trainer")
     new_uid = cluster.ftj("again")["metadata"]["uid"]
-    assert job["metadata"]["uid"] != old_job["metadata"]["uid"] and job["metadata"]["ownerReferences"][0]["uid"] == new_uid, (
-        job["metadata"], cluster.ftj("again")["metadata"], old_uid, operator.log_tail(80))
+    assert job["metadata"]["uid"] != old_job["metadata"]["uid"] and job["metadata"]["ownerReferences"][0]["uid"] == new_uid
     config = wait_for(lambda: cluster.config_map("again-config"), what="the new ConfigMap")
     assert config["metadata"]["ownerReferences"][0]["uid"] == new_uid != old_uid
     assert "s3://models/out/second/" in config["data"]["config.yaml"]

@@ -141,7 +141,13 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
 
     A 409 is read, not trusted: a predecessor's or a stranger's child of the same name stops
     here (Blocked), before the Job, so no pod mounts a config rendered from another spec.
+    The owner is read first: a handler still running for a FineTuneJob just deleted (and
+    perhaps re-created under its name) must not make children for it.
     """
+    live = kube.read(f"/apis/{GROUP}/{VERSION}/namespaces/{owner.namespace}/{PLURAL}/{owner.name}")
+    live_meta = (live or {}).get("metadata") or {}
+    if live_meta.get("uid") != owner.uid or live_meta.get("deletionTimestamp"):
+        return None
     for manifest in build_children(owner, spec, config.trainer):
         existing = kube.create_or_read(manifest)
         meta = manifest["metadata"]

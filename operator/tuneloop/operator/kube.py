@@ -110,6 +110,11 @@ class Kube:
             return {"metadata": {"name": meta["name"], "deletionTimestamp": "gone"}}
         return json.loads(data)
 
+    def read(self, path: str) -> dict[str, Any] | None:
+        """GET an object by its API path; None if there is none."""
+        status, data = self._call(f"read {path}", "GET", path, ok=(404,))
+        return None if status == 404 else json.loads(data)
+
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch {kind} {namespace}/{name}", "PATCH", resource_path(kind, namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
