@@ -347,3 +347,42 @@ def test_a_foreign_object_holding_a_childs_name_is_a_name_conflict(cluster: Clus
     # Someone removes it: the operator recovers by itself.
     cluster.api.delete(resource_path("v1", "configmaps", cluster.ns, "taken-config"))
     cluster.wait_job("taken-trainer")
+
+
+@pytest.mark.plays_controllers
+def test_job_conditions_of_kubernetes_1_31(cluster: Cluster, operator: OperatorProcess) -> None:
+    """Issue 9: SuccessCriteriaMet / FailureTarget come first, Complete / Failed once no pod
+    is terminating; the interim states are not Pending, nor final."""
+    cluster.create_ftj("interim")
+    job = cluster.wait_job("interim-trainer")
+    cluster.start_pod(job, suffix="a")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    cluster.wait_phase("interim", "Running", reason="Training")
+
+    cluster.pod_status("interim-trainer-0-a", phase="Succeeded", container={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    success = {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": NOW}
+    cluster.job_status(job, active=0, ready=0, succeeded=1, conditions=[success])
+    status = cluster.wait_phase("interim", "Running", reason="Completing")
+    time.sleep(1.0)  # several status passes: it stays there, never back to Pending
+    assert cluster.status("interim")["reason"] == "Completing"
+    complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": NOW}
+    cluster.job_status(job, completionTime=NOW, conditions=[success, complete])
+    cluster.wait_phase("interim", "Succeeded")
+    assert [r for r in cluster.event_reasons("interim") if r in ("Started", "Succeeded")] == ["Started", "Succeeded"]
+
+
+@pytest.mark.plays_controllers
+def test_failure_target_waits_for_the_terminating_pods(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("failing")
+    job = cluster.wait_job("failing-trainer")
+    cluster.start_pod(job, suffix="a")
+    cluster.job_status(job, active=1, ready=1, startTime=NOW)
+    cluster.wait_phase("failing", "Running", reason="Training")
+    target = {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "lastTransitionTime": NOW}
+    cluster.job_status(job, active=0, ready=0, terminating=1, conditions=[target])
+    cluster.wait_phase("failing", "Running", reason="Stopping")
+    time.sleep(1.0)
+    assert cluster.status("failing")["phase"] == "Running" and not cluster.status("failing").get("completionTime")
+    failed = {**target, "type": "Failed"}
+    cluster.job_status(job, terminating=0, failed=1, conditions=[target, failed])
+    assert cluster.wait_phase("failing", "Failed")["reason"] == "DeadlineExceeded"

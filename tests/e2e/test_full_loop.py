@@ -417,3 +417,19 @@ def test_kubelet_fails_a_job_past_its_active_deadline(plain: Cluster, kubelet: K
     run_job(plain, plain_job("slow", "import time; time.sleep(60)", activeDeadlineSeconds=1))
     assert wait_job_condition(plain, "slow", "Failed")["reason"] == "DeadlineExceeded"
     wait_for(lambda: not trainer_pods(plain, "slow"), what="the pod stopped and deleted")
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_writes_the_interim_condition_before_the_terminal_one(plain: Cluster, kubelet: Kubelet) -> None:
+    """As the Job controller of 1.31+: SuccessCriteriaMet alone first, Complete in a later write."""
+    run_job(plain, plain_job("steps", "print('done')"))
+    seen: list[tuple[str, ...]] = []
+
+    def complete() -> bool:
+        conditions = tuple(c["type"] for c in ((plain.job("steps") or {}).get("status") or {}).get("conditions") or ())
+        if not seen or seen[-1] != conditions:
+            seen.append(conditions)
+        return "Complete" in conditions
+
+    wait_for(complete, timeout=20, interval=0.02, what="Job steps Complete")
+    assert ("SuccessCriteriaMet",) in seen and seen[-1] == ("SuccessCriteriaMet", "Complete"), seen

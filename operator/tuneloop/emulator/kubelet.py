@@ -18,8 +18,9 @@ controller and the kubelet of a one-node cluster would:
   when NonIndexed, as Kubernetes names them), with the `job-name`, `controller-uid` and index
   labels and annotation and an ownerReference; status `active`, `ready`, `succeeded`,
   `failed`, `startTime`, `completionTime`, `completedIndexes` and conditions as the job
-  controller of Kubernetes 1.31+ writes them: `SuccessCriteriaMet` then `Complete`
-  (CompletionsReached); `FailureTarget` then, once no pod is running, `Failed` with reason
+  controller of Kubernetes 1.31+ writes them: `SuccessCriteriaMet` then, in a later write,
+  `Complete` (CompletionsReached); `FailureTarget` then, in a later write once no pod is
+  running or terminating, `Failed` with reason
   PodFailurePolicy, BackoffLimitExceeded or DeadlineExceeded; `Suspended` (JobSuspended /
   JobResumed). A failed pod goes through `podFailurePolicy` (FailJob, Ignore, Count; the
   first matching rule), else counts against `backoffLimit`, and is replaced at once (real
@@ -671,7 +672,10 @@ class Kubelet:
             active_runs = [r for r in self.runs.values() if r.job_uid == uid and r.reported not in ("Succeeded", "Failed")]
 
         stopping = [r for r in active_runs if r.kill_deadline is not None]
-        if not active_runs:
+        # As the Job controller of 1.31+: the interim condition is one status write, the
+        # terminal one a later write, once no pod is left running or terminating.
+        interim_written = _has(old.get("conditions") or (), "FailureTarget") or _has(old.get("conditions") or (), "SuccessCriteriaMet")
+        if not active_runs and interim_written:
             if cond := _get(conditions, "FailureTarget"):
                 _set(conditions, "Failed", "True", cond["reason"], cond["message"], now)
             elif cond := _get(conditions, "SuccessCriteriaMet"):
