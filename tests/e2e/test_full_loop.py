@@ -433,3 +433,15 @@ def test_kubelet_writes_the_interim_condition_before_the_terminal_one(plain: Clu
 
     wait_for(complete, timeout=20, interval=0.02, what="Job steps Complete")
     assert ("SuccessCriteriaMet",) in seen and seen[-1] == ("SuccessCriteriaMet", "Complete"), seen
+
+
+@pytest.mark.plays_controllers
+def test_a_missing_secret_is_stalled_with_the_kubelets_reason(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet,
+                                                               s3: Any) -> None:
+    """Issue 9: a pod that can never start (CreateContainerConfigError) is Stalled, not Starting forever."""
+    submit(cluster, s3, "nosecret", model=f"s3://{BUCKET}/models/none/", train=f"s3://{BUCKET}/data/none.jsonl",
+           max_steps=1, save_every=1, secret="does-not-exist")
+    status = cluster.wait_phase("nosecret", "Pending", reason="CreateContainerConfigError", timeout=30)
+    assert 'secret "does-not-exist" not found' in status["message"] and "credentialsSecret" in status["message"]
+    assert cluster.condition("nosecret", "Stalled")["status"] == "True"
+    assert cluster.wait_event("nosecret", "CreateContainerConfigError")["type"] == "Warning"
