@@ -292,3 +292,15 @@ def test_an_existing_child_is_checked_not_trusted() -> None:
     foreign = {**wanted, "metadata": {"name": wanted["metadata"]["name"]}}
     blocked, _ = check_existing_child(foreign, wanted, OWNER)
     assert blocked.reason == "NameConflict" and blocked.stalled and "delete it, or rename" in blocked.message
+
+
+def test_the_operator_refuses_names_its_children_could_not_have() -> None:
+    """Issue 9: the operator shares `tuneloop validate`'s name rules (no dots; a leading
+    letter when a headless Service is made), so nothing is created for such a name."""
+    from tuneloop.operator.handlers import parse
+
+    base = make_spec().to_dict()
+    assert parse(base, "9lives", "ml")[1] == []
+    for name, nodes in (("9lives", 2), ("a.b", 1)):
+        _, problems = parse({**base, "resources": {**base["resources"], "nodes": nodes}}, name, "ml")
+        assert [p.path for p in problems] == ["metadata.name"], (name, problems)

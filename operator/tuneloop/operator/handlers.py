@@ -23,7 +23,7 @@ import kopf
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.api.validate import parse_spec
+from tuneloop.api.validate import check_child_names, parse_spec
 from tuneloop.operator import metrics
 from tuneloop.operator.builders import (
     GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children, check_existing_child, check_names,
@@ -88,7 +88,9 @@ def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, A
 def parse(spec: Mapping[str, Any], name: str, namespace: str) -> tuple[FineTuneJobSpec | None, list[Problem]]:
     """The typed spec and every problem with it (schema-level, meaning-level, child names)."""
     parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
-    return parsed, problems + (check_names(name, parsed) if parsed is not None else [])
+    if parsed is None:
+        return parsed, problems
+    return parsed, problems + (check_child_names("FineTuneJob", name, parsed) or check_names(name, parsed))
 
 
 def parse_cached(memo: kopf.Memo, body: kopf.Body, spec: Mapping[str, Any]) -> tuple[FineTuneJobSpec | None, list[Problem]]:
