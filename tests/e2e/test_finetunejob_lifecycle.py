@@ -386,3 +386,81 @@ def test_failure_target_waits_for_the_terminating_pods(cluster: Cluster, operato
     failed = {**target, "type": "Failed"}
     cluster.job_status(job, terminating=0, failed=1, conditions=[target, failed])
     assert cluster.wait_phase("failing", "Failed")["reason"] == "DeadlineExceeded"
+
+
+WORKLOAD_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "workloads.kueue.x-k8s.io"},
+    "spec": {"group": "kueue.x-k8s.io", "scope": "Namespaced",
+             "names": {"plural": "workloads", "singular": "workload", "kind": "Workload"},
+             "versions": [{"name": "v1beta1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+class FakeKueue:
+    """Kueue's job reconciler, as far as suspend goes: a Workload per Job; an active Workload is
+    admitted at once and its Job un-suspended, whatever else wrote `suspend`; an inactive one
+    is evicted and its Job suspended (kueue pkg/controller/jobframework/reconciler.go)."""
+
+    def __init__(self, cluster: Cluster, job_name: str):
+        self.cluster, self.job_name = cluster, job_name
+        self.path = f"/apis/kueue.x-k8s.io/v1beta1/namespaces/{cluster.ns}/workloads"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            job = self.cluster.job(self.job_name)
+            if job is None:
+                continue
+            uid = job["metadata"]["uid"]
+            workloads = self.cluster.api.list(self.path, labelSelector=f"kueue.x-k8s.io/job-uid={uid}")
+            if not workloads:
+                self.cluster.api.create(self.path, {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "Workload", "metadata": {
+                    "name": f"job-{self.job_name}", "labels": {"kueue.x-k8s.io/job-uid": uid}}, "spec": {"active": True}})
+                continue
+            active = workloads[0]["spec"].get("active", True)
+            if job["spec"].get("suspend") == active:  # admitted and suspended, or inactive and running
+                self.cluster.api.patch(f"/apis/batch/v1/namespaces/{self.cluster.ns}/jobs/{self.job_name}",
+                                       {"spec": {"suspend": not active}})
+
+
+@pytest.mark.plays_controllers
+def test_user_suspend_with_kueue_goes_through_the_workload_without_churn(cluster: Cluster, operator: OperatorProcess) -> None:
+    """Issue 9: the operator never writes `suspend` on a Kueue-managed Job (Kueue would undo
+    it every time); it deactivates the Workload, and Kueue suspends the Job once."""
+    try:
+        cluster.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", WORKLOAD_CRD)
+    except Exception as exc:  # noqa: BLE001 - made by an earlier test in this session
+        assert getattr(exc, "status", None) == 409, exc
+    wait_for(lambda: cluster.api.get("/apis/kueue.x-k8s.io/v1beta1"), what="the Workload API")
+    kueue = FakeKueue(cluster, "kq-trainer")
+    kueue.thread.start()
+    try:
+        cluster.create_ftj("kq", runPolicy={"queueName": "team-a"})
+        wait_for(lambda: (cluster.job("kq-trainer") or {}).get("spec", {}).get("suspend") is False, what="Kueue admits")
+        job = cluster.job("kq-trainer")
+        cluster.start_pod(job, suffix="a")
+        cluster.job_status(job, active=1, ready=1, startTime=NOW)
+        cluster.wait_phase("kq", "Running")
+
+        cluster.api.patch(cluster.ftj_path("kq"), {"spec": {"runPolicy": {"suspend": True}}})
+        wait_for(lambda: cluster.job("kq-trainer")["spec"]["suspend"] is True, what="Kueue suspends the Job")
+        workload = cluster.api.get(f"{kueue.path}/job-kq-trainer")
+        assert workload["spec"]["active"] is False
+        cluster.api.delete(f"/api/v1/namespaces/{cluster.ns}/pods/kq-trainer-0-a")
+        cluster.job_status(job, active=0, ready=0)
+        cluster.wait_phase("kq", "Suspended", reason="Suspended")
+        generation = cluster.job("kq-trainer")["metadata"]["generation"]
+        time.sleep(1.5)  # five status intervals: nobody flips `suspend` back and forth
+        assert cluster.job("kq-trainer")["metadata"]["generation"] == generation
+        assert cluster.status("kq")["phase"] == "Suspended"
+
+        cluster.api.patch(cluster.ftj_path("kq"), {"spec": {"runPolicy": {"suspend": False}}})
+        wait_for(lambda: cluster.job("kq-trainer")["spec"]["suspend"] is False, what="re-admitted after resume")
+        assert cluster.api.get(f"{kueue.path}/job-kq-trainer")["spec"]["active"] is True
+        assert "tuneloop.dev/workload-deactivated" not in (cluster.job("kq-trainer")["metadata"].get("annotations") or {})
+    finally:
+        kueue.stop.set()
+        kueue.thread.join(5)

@@ -261,10 +261,25 @@ def test_check_names(name: str, nodes: int, ok: bool) -> None:
     ({"suspend": False}, True, {"spec": {"suspend": False}}),
     ({"suspend": False}, False, None),
     ({"suspend": False, "queueName": "q"}, True, None),  # Kueue admits; we never unsuspend
-    ({"suspend": True, "queueName": "q"}, False, {"spec": {"suspend": True}}),
+    # Kueue un-suspends an admitted Job: writing `suspend` would fight it (issue 9).
+    ({"suspend": True, "queueName": "q"}, False, None),
 ])
 def test_job_suspend_patch(run_policy: dict, job_suspended: bool, patch: dict | None) -> None:
     assert job_suspend_patch(make_spec(runPolicy=run_policy), {"spec": {"suspend": job_suspended}}) == patch
+
+
+@pytest.mark.parametrize("run_policy, marked, change", [
+    ({"suspend": True, "queueName": "q"}, False, False),  # deactivate the Workload
+    ({"suspend": True, "queueName": "q"}, True, None),    # done already
+    ({"suspend": False, "queueName": "q"}, True, True),   # resume: reactivate it
+    ({"suspend": False, "queueName": "q"}, False, None),
+    ({"suspend": True}, False, None),                     # no Kueue: the Job's own suspend
+])
+def test_workload_active_change(run_policy: dict, marked: bool, change: bool | None) -> None:
+    from tuneloop.operator.builders import ANNOTATION_WORKLOAD_DEACTIVATED, workload_active_change
+
+    job = {"metadata": {"annotations": {ANNOTATION_WORKLOAD_DEACTIVATED: "true"} if marked else {}}, "spec": {"suspend": False}}
+    assert workload_active_change(make_spec(runPolicy=run_policy), job) is change
 
 
 def test_unapplied_changes_ignore_suspend() -> None:

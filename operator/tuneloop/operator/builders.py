@@ -21,6 +21,10 @@ PLURAL = "finetunejobs"
 
 LABEL_FINETUNEJOB = "tuneloop.dev/finetunejob"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
+KUEUE_API = "/apis/kueue.x-k8s.io/v1beta1"
+# On the Job: we deactivated its Kueue Workload for spec.runPolicy.suspend, and reactivate it on resume.
+ANNOTATION_WORKLOAD_DEACTIVATED = "tuneloop.dev/workload-deactivated"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 CONTAINER = "trainer"
@@ -418,14 +422,32 @@ def check_existing_child(existing: Mapping[str, Any], wanted: Mapping[str, Any],
 def job_suspend_patch(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> dict[str, Any] | None:
     """The patch that brings the Job's `suspend` to what the user asked, or None.
 
-    With a Kueue queue we only ever suspend: admission (suspend=false) is Kueue's call.
+    With a Kueue queue, never: Kueue owns the Job's `suspend` and un-suspends an admitted Job
+    whatever we write, so the two would fight and the pods churn (kueue#1726). A user suspend
+    goes through the Workload instead (`workload_active_change`).
     """
+    if spec.run_policy.queue_name:
+        return None
     actual = bool((job.get("spec") or {}).get("suspend", False))
     wanted = spec.run_policy.suspend
-    if wanted and not actual:
-        return {"spec": {"suspend": True}}
-    if not wanted and actual and not spec.run_policy.queue_name:
-        return {"spec": {"suspend": False}}
+    if wanted != actual:
+        return {"spec": {"suspend": wanted}}
+    return None
+
+
+def workload_active_change(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> bool | None:
+    """With a Kueue queue: the Workload's `spec.active` to set for `runPolicy.suspend`, or None.
+
+    Deactivating a Workload makes Kueue evict and suspend its Job (and never admit it while
+    inactive); we mark the Job, so a resume knows to reactivate it, with no API read per pass.
+    """
+    if not spec.run_policy.queue_name:
+        return None
+    marked = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_WORKLOAD_DEACTIVATED) == "true"
+    if spec.run_policy.suspend and not marked:
+        return False
+    if not spec.run_policy.suspend and marked:
+        return True
     return None
 
 

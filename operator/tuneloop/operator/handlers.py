@@ -26,8 +26,8 @@ from tuneloop.api.typed import Problem
 from tuneloop.api.validate import check_child_names, parse_spec
 from tuneloop.operator import metrics
 from tuneloop.operator.builders import (
-    GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children, check_existing_child, check_names,
-    job_name, job_suspend_patch, unapplied_changes,
+    ANNOTATION_WORKLOAD_DEACTIVATED, GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children,
+    check_existing_child, check_names, job_name, job_suspend_patch, unapplied_changes, workload_active_change,
 )
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Kube
@@ -168,9 +168,18 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
 def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mapping[str, Any] | None) -> None:
     if job is None:
         return
+    meta = job["metadata"]
     change = job_suspend_patch(spec, job)
     if change is not None:
-        kube.patch_job(job["metadata"]["namespace"], job["metadata"]["name"], change)
+        kube.patch_job(meta["namespace"], meta["name"], change)
+    active = workload_active_change(spec, job)
+    if active is not None and kube.set_workload_active(meta["namespace"], meta["uid"], active):
+        mark = None if active else "true"
+        kube.patch_job(meta["namespace"], meta["name"], {"metadata": {"annotations": {ANNOTATION_WORKLOAD_DEACTIVATED: mark}}})
+
+
+def suspend_out_of_sync(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> bool:
+    return job_suspend_patch(spec, job) is not None or workload_active_change(spec, job) is not None
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -254,7 +263,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
             if await asyncio.to_thread(memo.kube.delete_job, namespace, meta["name"], uid=meta["uid"], foreground=True):
                 restarted = restart  # counted here, once: the next pass sees the Job deleting
                 kopf.event(body, type="Warning", reason="GroupRestart", message=restart.message)
-        elif job_suspend_patch(parsed, job) is not None:  # pure check first: no thread hop per pass
+        elif suspend_out_of_sync(parsed, job):  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
 
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),

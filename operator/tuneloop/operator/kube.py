@@ -119,6 +119,21 @@ class Kube:
         self._request(f"patch {kind} {namespace}/{name}", "PATCH", resource_path(kind, namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
 
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        """Set `spec.active` of the Kueue Workload of the Job with this uid; False when Kueue
+        has not made it yet (or is not installed): try again later."""
+        from tuneloop.operator.builders import KUEUE_API, LABEL_KUEUE_JOB_UID
+
+        path = f"{KUEUE_API}/namespaces/{namespace}/workloads"
+        status, data = self._call(f"list Kueue Workloads in {namespace}", "GET", path,
+                                  query={"labelSelector": f"{LABEL_KUEUE_JOB_UID}={job_uid}"}, ok=(404,))
+        items = json.loads(data).get("items") or [] if status != 404 else []
+        for workload in items:
+            name = workload["metadata"]["name"]
+            self._request(f"patch Workload {namespace}/{name}", "PATCH", f"{path}/{name}", {"spec": {"active": active}},
+                          query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
+        return bool(items)
+
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch Job {namespace}/{name}", "PATCH", resource_path("Job", namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
