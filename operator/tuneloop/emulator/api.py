@@ -23,7 +23,7 @@ from typing import Any
 
 import kmock
 
-from tuneloop.emulator import deletion, errors, objects, patches, schemas, validation
+from tuneloop.emulator import builtins, deletion, errors, objects, patches, schemas, validation
 from tuneloop.emulator.crds import CRD_RESOURCE, crd_problems, crd_resources, established_status
 from tuneloop.emulator.registry import NAMESPACES, ResourceRegistry
 from tuneloop.emulator.selection import FieldSelector, LabelSelector, unsupported_fields
@@ -147,7 +147,13 @@ class ApiServer:
             raise errors.bad_request(f"the name of the object ({objects.metadata(body)['name']}) "
                                      f"does not match the name on the URL ({name})")
         key = self._key(resource, info, namespace, name)
-        return self._update(key, info, self._existing(key), body, subresource)
+        existing = self._existing(key)
+        if self.registry.is_custom(resource) and not objects.metadata(body).get("resourceVersion"):
+            # Custom resources do not allow an unconditional update (the CRD strategy's
+            # AllowUnconditionalUpdate is false); most built-ins do.
+            raise errors.invalid(resource, name, ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"],
+                                 info.kind)
+        return self._update(key, info, existing, body, subresource)
 
     def patch(self, resource: kmock.resource, namespace: str | None, name: str, content_type: str, body: Any,
               subresource: str | None = None) -> dict[str, Any]:
@@ -347,6 +353,10 @@ class ApiServer:
 
     def _admit(self, key: Key, info: kmock.ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         if not self.registry.is_custom(key[0]):
+            if old is None:
+                obj = builtins.default(key[0], obj)
+            if problems := builtins.problems(key[0], obj, old):
+                raise errors.invalid(key[0], key[2], problems, info.kind)
             return obj
         admitted, problems = schemas.admit(self.registry.schema(key[0]) or {}, obj, old)
         if problems:
