@@ -66,7 +66,8 @@ def tiny_bert_s3(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods",
+    # Pod replacement backoff 0.2 s, doubling (Kubernetes: 10 s), to keep the retry tests short.
+    node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods", pod_backoff=0.2,
                    env={"TUNELOOP_PROGRESS": "never"}, max_grace=10)
     node.start()
     yield node
@@ -445,3 +446,40 @@ def test_a_missing_secret_is_stalled_with_the_kubelets_reason(cluster: Cluster, 
     assert 'secret "does-not-exist" not found' in status["message"] and "credentialsSecret" in status["message"]
     assert cluster.condition("nosecret", "Stalled")["status"] == "True"
     assert cluster.wait_event("nosecret", "CreateContainerConfigError")["type"] == "Warning"
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_counts_a_pod_deleted_through_the_api_as_failed(plain: Cluster, kubelet: Kubelet) -> None:
+    """Issue 9: the pod is Terminating until its process has stopped, then counted as a
+    failure (the job-tracking finalizer of a real cluster), and replaced."""
+    script = "import time; print('up', flush=True); time.sleep(60)"
+    run_job(plain, plain_job("victim", script, backoffLimit=3))
+    first = wait_for(lambda: [p for p in trainer_pods(plain, "victim") if (p.get("status") or {}).get("phase") == "Running"],
+                     what="a running pod")[0]
+    deleting = plain.api.delete(resource_path("v1", "pods", plain.ns, first["metadata"]["name"]))
+    assert deleting["metadata"]["deletionTimestamp"]  # graceful: Terminating, not gone
+    wait_for(lambda: (plain.job("victim")["status"] or {}).get("failed") == 1, timeout=20, what="the deleted pod counted")
+    wait_for(lambda: [p for p in trainer_pods(plain, "victim") if p["metadata"]["name"] != first["metadata"]["name"]],
+             timeout=20, what="a replacement pod")
+    assert first["metadata"]["name"] not in {p["metadata"]["name"] for p in trainer_pods(plain, "victim")}
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_resolves_pod_dns_names_only_through_a_selecting_headless_service(plain: Cluster, kubelet: Kubelet) -> None:
+    def indexed(name: str) -> dict:
+        body = plain_job(name, "import os; print(os.environ['PEER'])", completionMode="Indexed", completions=1, parallelism=1)
+        body["spec"]["template"]["spec"]["subdomain"] = "peers"
+        body["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "PEER", "value": f"{name}-0.peers"})
+        return body
+
+    run_job(plain, indexed("lonely"))
+    wait_job_condition(plain, "lonely", "Complete")
+    [pod] = trainer_pods(plain, "lonely")
+    assert kubelet.log(pod["metadata"]["name"]).strip() == "lonely-0.peers"  # no Service: unresolved
+
+    plain.api.create(resource_path("v1", "services", plain.ns), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
+        "spec": {"clusterIP": "None", "selector": {"tuneloop.dev/finetunejob": "found"}, "ports": [{"port": 1}]}})
+    run_job(plain, indexed("found"))
+    wait_job_condition(plain, "found", "Complete")
+    [pod] = trainer_pods(plain, "found")
+    assert kubelet.log(pod["metadata"]["name"]).strip() == "127.0.0.1"

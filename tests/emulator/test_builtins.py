@@ -96,3 +96,31 @@ def test_built_in_objects_are_checked_against_their_schema(http, namespace: str)
     code, status = http("POST", f"/api/v1/namespaces/{namespace}/configmaps",
                         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"n": 1}})
     assert code == 422 and "data.n" in status["message"]
+
+
+def pod(name: str, node: str | None = "node-1") -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "x"}], "terminationGracePeriodSeconds": 20}
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_a_running_pod_is_deleted_gracefully_until_its_kubelet_confirms(http, namespace: str) -> None:
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    assert http("POST", pods, pod("p"))[0] == 201
+    code, deleting = http("DELETE", f"{pods}/p")
+    assert code == 200 and deleting["metadata"]["deletionTimestamp"]
+    assert deleting["metadata"]["deletionGracePeriodSeconds"] == 20
+    code, still = http("GET", f"{pods}/p")
+    assert code == 200  # Terminating: the kubelet is stopping its containers
+    assert http("PATCH", f"{pods}/p/status", {"status": {"phase": "Failed"}}, "application/merge-patch+json")[0] == 200
+    assert http("GET", f"{pods}/p")[0] == 200  # a status write does not end it
+    assert http("DELETE", f"{pods}/p?gracePeriodSeconds=0")[0] == 200  # the kubelet's confirmation
+    assert http("GET", f"{pods}/p")[0] == 404
+
+
+def test_a_pod_never_scheduled_goes_at_once(http, namespace: str) -> None:
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    assert http("POST", pods, pod("q", node=None))[0] == 201
+    assert http("DELETE", f"{pods}/q")[0] == 200
+    assert http("GET", f"{pods}/q")[0] == 404

@@ -187,7 +187,7 @@ class ApiServer:
             if expected and expected != actual:
                 raise errors.conflict(resource, name, f"Precondition failed: {field} in precondition: "
                                                       f"{expected}, {field} in object meta: {actual}")
-        result = deletion.delete(self, key, _propagation_policy(options))
+        result = deletion.delete(self, key, _propagation_policy(options), grace=_grace_period(options))
         if self.store.get(key) is not None or self.registry.is_custom(resource) or resource in RETURNS_DELETED_OBJECT:
             return result
         # Most built-ins answer an immediate deletion with a Status, not the object.
@@ -205,7 +205,7 @@ class ApiServer:
         for key in self.store.keys(resource, namespace):
             obj = self.store.get(key)
             if obj is not None and matches(obj):
-                deleted.append(deletion.delete(self, key, policy))
+                deleted.append(deletion.delete(self, key, policy, grace=_grace_period(options or {})))
         return {"apiVersion": self.registry.api_version(resource), "kind": f"{info.kind}List",
                 "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": deleted}
 
@@ -270,7 +270,8 @@ class ApiServer:
         new = self._admit(key, info, self._on_update(resource, new, old), old)
         if new == old:
             return old  # a no-op write: no new resourceVersion, no watch event (as in the real server)
-        if objects.metadata(new).get("deletionTimestamp") and not objects.metadata(new).get("finalizers"):
+        terminating_pod = key[0] == deletion.PODS and objects.metadata(new).get("deletionGracePeriodSeconds")
+        if objects.metadata(new).get("deletionTimestamp") and not objects.metadata(new).get("finalizers") and not terminating_pod:
             return self.remove(key, new)  # the last finalizer is gone: the deletion completes
         return self.commit(key, new, old)
 
@@ -403,6 +404,16 @@ def _propagation_policy(options: dict[str, Any]) -> str:
     if policy not in ("Background", "Foreground", "Orphan"):
         raise errors.bad_request(f"propagationPolicy: Unsupported value: {policy!r}")
     return policy
+
+
+def _grace_period(options: dict[str, Any]) -> int | None:
+    value = options.get("gracePeriodSeconds")
+    if value in (None, ""):
+        return None
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        raise errors.bad_request(f"gracePeriodSeconds: invalid value {value!r}")
 
 
 def _encode_continue(namespace: str, name: str) -> str:

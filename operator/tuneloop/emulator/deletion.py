@@ -11,6 +11,9 @@
   Old children still being collected after `kubectl delete && kubectl apply` are a real
   cluster's everyday state (issue 9), so tests must see them.
 - Namespaces: a deleted namespace is Terminating until everything inside it has gone.
+- Pods: a scheduled pod that has not ended is deleted gracefully: it gets
+  `deletionTimestamp` and `deletionGracePeriodSeconds` and stays, Terminating, until its
+  kubelet confirms with `gracePeriodSeconds=0` (a pod never scheduled, or ended, goes at once).
 
 Outside an event loop (unit tests of `ApiServer`), the collector runs at once.
 """
@@ -18,6 +21,8 @@ Outside an event loop (unit tests of `ApiServer`), the collector runs at once.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import kmock
 
 from tuneloop.emulator import objects
 from tuneloop.emulator.registry import NAMESPACES
@@ -27,13 +32,41 @@ if TYPE_CHECKING:
     from tuneloop.emulator.api import ApiServer
 
 FOREGROUND_FINALIZER = "foregroundDeletion"
+PODS = kmock.resource("", "v1", "pods")
 
 
-def delete(api: ApiServer, key: Key, policy: str) -> dict[str, Any]:
+def _pod_grace(pod: dict[str, Any], grace: int | None) -> int | None:
+    """Seconds a pod is Terminating before it goes; None to delete it now, as the pod
+    strategy does for a pod never scheduled or already terminal, or `gracePeriodSeconds=0`
+    (the kubelet's confirmation that the containers have stopped)."""
+    if grace == 0:
+        return None
+    if not (pod.get("spec") or {}).get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    return int(grace)
+
+
+def _terminate_pod(api: ApiServer, key: Key, pod: dict[str, Any], grace: int) -> dict[str, Any]:
+    """Graceful deletion: the pod stays, Terminating, until its kubelet deletes it with
+    grace 0 once the containers have stopped (or a shorter grace period is asked for)."""
+    meta = objects.metadata(pod)
+    if meta.get("deletionTimestamp"):
+        if grace < int(meta.get("deletionGracePeriodSeconds") or 0):
+            return api.commit(key, objects.with_metadata(pod, deletionGracePeriodSeconds=grace), pod)
+        return pod
+    marked = objects.deleting_object(pod, now=api.clock())
+    return api.commit(key, objects.with_metadata(marked, deletionGracePeriodSeconds=grace), pod)
+
+
+def delete(api: ApiServer, key: Key, policy: str, grace: int | None = None) -> dict[str, Any]:
     obj = api.store.get(key)
     if obj is None:
         raise LookupError(key)  # callers only pass live keys
     uid = objects.metadata(obj).get("uid", "")
+    if key[0] == PODS and (graceful := _pod_grace(obj, grace)) is not None:
+        return _terminate_pod(api, key, obj, graceful)
     if policy == "Orphan":
         _orphan_dependents(api, uid)
     if key[0] == NAMESPACES:

@@ -256,6 +256,7 @@ def _number(query: dict[str, str], name: str, kind: type[int] | type[float]) -> 
 
 def _delete_options(request: kmock.Request) -> dict[str, Any]:
     options = dict(request.data) if isinstance(request.data, dict) else {}
-    if "propagationPolicy" in request.params:
-        options["propagationPolicy"] = request.params["propagationPolicy"]
+    for name in ("propagationPolicy", "gracePeriodSeconds"):
+        if name in request.params:
+            options[name] = request.params[name]
     return options

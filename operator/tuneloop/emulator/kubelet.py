@@ -183,6 +183,7 @@ class PodRun:
     config_error: str | None = None
     kill_deadline: float | None = None
     delete_when_gone: bool = False
+    stopped_by_controller: bool = False  # suspended or finished: not counted (no tracking finalizer)
     reported: str = "Pending"
 
     @property
@@ -224,12 +225,14 @@ class JobState:
 class Kubelet:
     def __init__(self, kubeconfig: str | os.PathLike | None, namespace: str | None, *, selector: str | None = None,
                  env: Mapping[str, str] | None = None, log_dir: str | os.PathLike | None = None,
-                 poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 0.0,
-                 max_grace: float | None = None, node_name: str = "tuneloop-local"):
+                 poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 10.0,
+                 pod_backoff_max: float = 360.0, max_grace: float | None = None, node_name: str = "tuneloop-local"):
         """Runs the pods of the Jobs in `namespace` (all namespaces when None) whose labels
         match `selector`; `env` is added to every container's (last, so it overrides);
         logs go to `log_dir` (a temp dir when None) as `<namespace>_<pod>_<container>.log`;
-        `max_grace` caps terminationGracePeriodSeconds."""
+        `max_grace` caps terminationGracePeriodSeconds; a failed pod is replaced after
+        `pod_backoff` s, doubling per failure up to `pod_backoff_max` (Kubernetes: 10 s, 6 min;
+        tests pass less)."""
         self.api = JsonApi(kubeconfig)
         self.namespace = namespace
         self.selector = selector
@@ -240,6 +243,8 @@ class Kubelet:
         self.poll_interval = poll_interval
         self.remap_ports = remap_ports
         self.pod_backoff = pod_backoff
+        self.pod_backoff_max = pod_backoff_max
+        self.departed: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)  # job uid -> pods deleted through the API
         self.max_grace = max_grace
         self.node_name = node_name
         self.runs: dict[str, PodRun] = {}  # pod uid -> run
@@ -371,6 +376,13 @@ class Kubelet:
             stopped = run.exited() or (not run.started and run.kill_deadline is not None)
             if stopped and (run.delete_when_gone or pod is None):
                 if pod is not None:
+                    if not run.stopped_by_controller:
+                        # Deleted through the API (a user, a drain): with the job-tracking
+                        # finalizer a real Job controller still counts it, as failed.
+                        if run.reported not in ("Succeeded", "Failed"):
+                            run.reported = "Failed"
+                            run.pod = {**run.pod, "status": {**(run.pod.get("status") or {}), "phase": "Failed"}}
+                        self.departed[run.job_uid].append(run.pod)
                     self.api.delete(resource_path("v1", "pods", run.namespace, run.name), gracePeriodSeconds="0")
                 run.workdir.cleanup()
                 del self.runs[uid]
@@ -538,10 +550,19 @@ class Kubelet:
         return container["name"], argv, env, cwd, termination, fallback
 
     def _pod_dns_names(self, run: PodRun) -> dict[str, str]:
+        """`<job>-<i>.<subdomain>...` -> 127.0.0.1, as cluster DNS answers them: only when a
+        headless Service named `subdomain` selects the Job's pods (a missing Service, a wrong
+        selector or a ClusterIP Service leaves the names unresolved, as on a real cluster)."""
         spec = run.pod["spec"]
         subdomain = spec.get("subdomain")
         completions = int(run.job["spec"].get("completions") or 1)
         if not subdomain or run.index is None:
+            return {}
+        service = self.api.get(resource_path("v1", "services", run.namespace, subdomain))
+        selector = ((service or {}).get("spec") or {}).get("selector") or {}
+        labels = run.pod["metadata"].get("labels") or {}
+        if service is None or service["spec"].get("clusterIP") != "None" or not selector or \
+                any(labels.get(k) != v for k, v in selector.items()):
             return {}
         names = {}
         job_name = _job_name(run.pod)
@@ -602,8 +623,11 @@ class Kubelet:
         runs = {r.uid: r for r in self.runs.values() if r.job_uid == uid}
         for run in runs.values():
             run.job = job
-        # Our own pods as we last wrote them (this pass may have reported an exit).
-        pods = [runs[p["metadata"]["uid"]].pod if p["metadata"]["uid"] in runs else p for p in pods]
+        # Our own pods as we last wrote them (this pass may have reported an exit), and those
+        # deleted through the API since the last pass (gone from the listing, still counted).
+        gone = {p["metadata"]["uid"]: p for p in self.departed.pop(uid, ())}
+        pods = [runs[p["metadata"]["uid"]].pod if p["metadata"]["uid"] in runs else p for p in pods
+                if p["metadata"]["uid"] not in gone] + list(gone.values())
         old = job.get("status") or {}
         status = copy.deepcopy(old)
         conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
@@ -634,7 +658,7 @@ class Kubelet:
                 _set(conditions, "FailureTarget", "True", "PodFailurePolicy", rule_message, now)
             if action != "Ignore":
                 status["failed"] = int(status.get("failed") or 0) + 1
-                state.backoff = max(self.pod_backoff, state.backoff * 2)
+                state.backoff = min(self.pod_backoff_max, max(self.pod_backoff, state.backoff * 2))
                 state.next_start = time.monotonic() + state.backoff
         if indexed:
             status["completedIndexes"] = _format_indexes(done_indexes)
@@ -667,6 +691,7 @@ class Kubelet:
             for run in active_runs:
                 run.terminate(self._grace(run.pod))
                 run.delete_when_gone = True  # the job controller deletes the pods it stops
+                run.stopped_by_controller = True
         else:
             self._start_missing(job, state, active_runs, done_indexes if indexed else None, succeeded)
             active_runs = [r for r in self.runs.values() if r.job_uid == uid and r.reported not in ("Succeeded", "Failed")]
