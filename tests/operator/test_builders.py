@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 from typing import Any
 
@@ -319,3 +321,15 @@ def test_the_operator_refuses_names_its_children_could_not_have() -> None:
     for name, nodes in (("9lives", 2), ("a.b", 1)):
         _, problems = parse({**base, "resources": {**base["resources"], "nodes": nodes}}, name, "ml")
         assert [p.path for p in problems] == ["metadata.name"], (name, problems)
+
+
+def test_pods_run_as_the_images_user() -> None:
+    """Issue 9: runAsUser is the trainer image's USER (Dockerfile.trainer)."""
+    import re
+
+    from tuneloop.operator.builders import TrainerDefaults
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile.trainer").read_text()
+    user = int(re.search(r"^USER (\d+)", dockerfile, re.M).group(1))
+    pod = build_trainer_job(OWNER, make_spec())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == user == TrainerDefaults().run_as_user

@@ -58,7 +58,8 @@ class TrainerDefaults:
     master_port: int = MASTER_PORT
     # The trainer checkpoints on SIGTERM; give it time to finish the upload (issue 3).
     termination_grace_seconds: int = 120
-    run_as_user: int = 1000
+    # The trainer image's own user (Dockerfile.trainer: USER 65532), so files it owns stay readable.
+    run_as_user: int = 65532
 
 
 # --- names: deterministic, so a restart finds the children it made before ---------------
