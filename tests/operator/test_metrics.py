@@ -68,3 +68,19 @@ def test_transitions_record_failures_and_time_to_running() -> None:
     failures = value("tuneloop_operator_failures_total", reason="OOMKilled-test")
     metrics.record_transition({"phase": "Running"}, {"phase": "Failed", "reason": "OOMKilled-test"}, created, started)
     assert value("tuneloop_operator_failures_total", reason="OOMKilled-test") == failures + 1
+
+
+def test_a_deleted_finetunejob_is_forgotten_on_its_deleted_event() -> None:
+    """Issue 9: without a kopf finalizer (finished jobs), only the DELETED event is seen."""
+    import kopf
+
+    from tuneloop.operator import handlers, metrics
+
+    body = kopf.Body({"metadata": {"name": "gone", "namespace": "ml", "uid": "u-gone"}})
+    memo = kopf.Memo(written={"u-gone": {"phase": "Succeeded"}}, parsed={"u-gone": (1, None)})
+    metrics.record_phase("ml", "gone", "Succeeded")
+    handlers.forget_deleted(type="MODIFIED", body=body, memo=memo)
+    assert "u-gone" in memo.written
+    handlers.forget_deleted(type="DELETED", body=body, memo=memo)
+    assert memo.written == {} and memo.parsed == {}
+    assert ("ml", "gone") not in metrics._phase_of

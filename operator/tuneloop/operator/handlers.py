@@ -342,6 +342,15 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
 
 
+@kopf.on.event(*FTJ, id="forget-deleted")
+def forget_deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The same on the DELETED event: a finished FineTuneJob has no kopf finalizer left (its
+    handlers are done), so the delete handler above never runs for it, and its memo and
+    phase gauge would stay for the life of the operator (issue 9)."""
+    if type == "DELETED":
+        forget(body=body, memo=memo)
+
+
 @kopf.on.probe(id="finetunejobs")
 def count_tracked(memo: kopf.Memo, **_: Any) -> int:
     return len(memo.written)
