@@ -77,6 +77,10 @@ JOB_CASES = [
     ("other gpu vendor", {"resources": {"gpusPerNode": 2, "gpuResourceName": "amd.com/gpu"}}, {
         "spec.template.spec.containers[0].resources.limits": {"amd.com/gpu": "2"},
     }),
+    ("private image", {"image": "registry.example/trainer:1", "imagePullSecrets": [{"name": "regcred"}]}, {
+        "spec.template.spec.imagePullSecrets": [{"name": "regcred"}],
+        "spec.template.spec.containers[0].image": "registry.example/trainer:1",
+    }),
     ("kueue", {"runPolicy": {"queueName": "team-a"}}, {
         "metadata.labels.kueue.x-k8s.io/queue-name": "team-a",
         "spec.suspend": True,

@@ -338,6 +338,8 @@ def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDef
         pod["subdomain"] = service_name(owner.name)
     if spec.storage.service_account_name is not None:
         pod["serviceAccountName"] = spec.storage.service_account_name
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret.name} for secret in spec.image_pull_secrets]
     if res.node_selector:
         pod["nodeSelector"] = dict(res.node_selector)
     if res.tolerations:
