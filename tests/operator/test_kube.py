@@ -92,3 +92,11 @@ def test_unreachable_api_is_temporary() -> None:
     config.retries = 0
     with pytest.raises(kopf.TemporaryError):
         Kube(kubernetes.client.ApiClient(config)).create(JOB)
+
+
+def test_forbidden_is_its_own_error_so_status_can_show_it(server: dict) -> None:
+    from tuneloop.operator.kube import Forbidden
+
+    server["responses"] = [403]
+    with pytest.raises(Forbidden):
+        server["kube"].create_or_read(JOB)

@@ -30,7 +30,7 @@ from tuneloop.operator.builders import (
     check_existing_child, check_names, job_name, job_suspend_patch, unapplied_changes, workload_active_change,
 )
 from tuneloop.operator.config import OperatorConfig
-from tuneloop.operator.kube import Kube
+from tuneloop.operator.kube import Forbidden, Kube
 from tuneloop.operator.scrape import (
     fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
 )
@@ -151,8 +151,12 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
     if live_meta.get("uid") != owner.uid or live_meta.get("deletionTimestamp"):
         return None
     for manifest in build_children(owner, spec, config.trainer):
-        existing = kube.create_or_read(manifest)
         meta = manifest["metadata"]
+        try:
+            existing = kube.create_or_read(manifest)
+        except Forbidden as exc:
+            return Blocked("Forbidden", f"{exc}; grant the operator's ServiceAccount this (see the chart's RBAC: "
+                           f"blockOwnerDeletion needs update on finetunejobs/finalizers)", stalled=True)
         if existing is None:
             if manifest["kind"] == "Job":
                 kopf.event(body, type="Normal", reason="Created", message=f"created Job {meta['name']}")

@@ -42,6 +42,10 @@ def _load_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(config)
 
 
+class Forbidden(kopf.TemporaryError):
+    """403: retried, and shown in status by callers that can (only an administrator can fix it)."""
+
+
 def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = PATHS[kind]
     return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
@@ -80,6 +84,7 @@ class Kube:
             # RBAC (or OwnerReferencesPermissionEnforcement on blockOwnerDeletion): retried,
             # but loudly, since only an administrator can fix it (issue 9).
             log.error("%s: forbidden (403): %s; check the operator's RBAC (helm/tuneloop templates)", what, detail)
+            raise Forbidden(f"{what}: forbidden: {detail}", delay=RETRY_DELAY)
         raise kopf.TemporaryError(f"{what}: {status}: {detail}", delay=RETRY_DELAY)
 
     def create(self, manifest: Mapping[str, Any]) -> bool:

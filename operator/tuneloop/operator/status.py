@@ -407,7 +407,7 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
             events.append(("Normal", "Resumed", "resuming from the latest checkpoint"))
     if after not in TERMINAL and int(new.get("attempts") or 0) > max(int(old.get("attempts") or 0), 1):
         events.append(("Warning", "Retrying", f"attempt {new['attempts']}: {message}"))
-    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "NameConflict",
+    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "NameConflict", "Forbidden",
                                                                         *START_FAILURE_REASONS):
         events.append(("Warning", new["reason"], message))
     return events
