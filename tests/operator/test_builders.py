@@ -73,6 +73,7 @@ JOB_CASES = [
     }),
     ("cpu-only custom resources", {"resources": {"gpusPerNode": 0, "cpu": "4", "memory": "16Gi"}}, {
         "spec.template.spec.containers[0].resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}},
+        "spec.template.spec.volumes[3]": {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
     }),
     ("other gpu vendor", {"resources": {"gpusPerNode": 2, "gpuResourceName": "amd.com/gpu"}}, {
         "spec.template.spec.containers[0].resources.limits": {"amd.com/gpu": "2"},

@@ -250,14 +250,19 @@ def build_security_context(defaults: TrainerDefaults = TrainerDefaults()) -> tup
     return pod, container
 
 
-def build_volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def build_volumes(owner: Owner, spec: FineTuneJobSpec | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): config read-only; writable emptyDirs since the root fs is read-only."""
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec is not None and spec.resources.memory is not None:
+        # tmpfs pages count against the memory limit; without a sizeLimit it is sized to the
+        # node's allocatable memory (issue 9).
+        shm["sizeLimit"] = spec.resources.memory
     volumes = [
         {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
         # PyTorch DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "dshm", "emptyDir": shm},
     ]
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -302,7 +307,7 @@ def build_pod_failure_policy(nodes: int = 1) -> dict[str, Any]:
 def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
     res = spec.resources
     pod_security, container_security = build_security_context(defaults)
-    volumes, mounts = build_volumes(owner)
+    volumes, mounts = build_volumes(owner, spec)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or defaults.image,
