@@ -264,8 +264,11 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
             pass  # the previous Job's pods still run: never two generations at once
         elif restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now()):
             meta = job["metadata"]
-            if await asyncio.to_thread(memo.kube.delete_job, namespace, meta["name"], uid=meta["uid"], foreground=True):
-                restarted = restart  # counted here, once: the next pass sees the Job deleting
+            deleted = await asyncio.to_thread(memo.kube.delete_job, namespace, meta["name"], uid=meta["uid"], foreground=True)
+            # Counted once per Job: until the watch shows it deleting, a later pass deletes it again.
+            if deleted and memo.restarted.get(uid) != meta["uid"]:
+                memo.restarted[uid] = meta["uid"]
+                restarted = restart
                 kopf.event(body, type="Warning", reason="GroupRestart", message=restart.message)
         elif suspend_out_of_sync(parsed, job):  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
@@ -343,6 +346,7 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go with the garbage collector (ownerReferences); data in S3 is never touched."""
     memo.written.pop(body.metadata.uid, None)
     memo.parsed.pop(body.metadata.uid, None)
+    getattr(memo, "restarted", {}).pop(body.metadata.uid, None)
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
 
 
