@@ -157,6 +157,10 @@ IMMUTABLE_CHANGES = {
     "learning-rate": (FTJ, "spec.training.learningRate", 1e-3, "spec.training"),
     "nodes": (FTJ, "spec.resources", {"nodes": 2}, "spec.resources"),
     "queue": (with_change(FTJ, "spec.runPolicy", {"queueName": "a"}), "spec.runPolicy.queueName", "b", "spec.runPolicy.queueName"),
+    # Issue 9: `self == oldSelf` on queueName alone passes when the old value is absent.
+    "queue-added": (FTJ, "spec.runPolicy.queueName", "b", "spec.runPolicy.queueName"),
+    "queue-removed": (with_change(FTJ, "spec.runPolicy", {"queueName": "a"}), "spec.runPolicy.queueName", DELETE,
+                      "spec.runPolicy.queueName"),
     "policy-model": (MP, "spec.model", "other", "spec.model"),
 }
 
@@ -193,3 +197,21 @@ def test_problem_messages_say_what_is_allowed():
 def test_wrong_shapes_never_crash(doc):
     result = validate_manifest(doc)
     assert result.kind is None or result.problems
+
+
+@pytest.mark.parametrize("name, nodes, ok", [
+    ("lives9", 2, True), ("9lives", 1, True),
+    ("9lives", 2, False),  # the headless Service would be `9lives-trainer`: not a DNS-1035 label
+    ("a.b", 1, False), ("a.b", 2, False),  # pod hostnames are DNS labels: no dots
+])
+def test_child_names_must_be_valid_for_the_api_server(name, nodes, ok):
+    doc = with_change(with_change(FTJ, "metadata.name", name), "spec.resources", {"nodes": nodes})
+    problems = validate_manifest(doc).problems
+    assert (problems == []) is ok, problems
+    if not ok:
+        assert [p.path for p in problems] == ["metadata.name"]
+
+
+def test_queue_name_is_a_label_value():
+    problems = validate_manifest(with_change(FTJ, "spec.runPolicy", {"queueName": "team a/b"})).problems
+    assert "spec.runPolicy.queueName" in [p.path for p in problems], problems

@@ -66,7 +66,8 @@ def tiny_bert_s3(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods",
+    # Pod replacement backoff 0.2 s, doubling (Kubernetes: 10 s), to keep the retry tests short.
+    node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods", pod_backoff=0.2,
                    env={"TUNELOOP_PROGRESS": "never"}, max_grace=10)
     node.start()
     yield node
@@ -290,6 +291,37 @@ def test_two_node_indexed_job_trains_together(cluster: Cluster, operator: Operat
     assert f"{key_of(output)}final/model.safetensors" in keys
 
 
+@pytest.mark.plays_controllers
+def test_a_failed_rank_restarts_the_whole_group_from_the_checkpoint(cluster: Cluster, operator: OperatorProcess,
+                                                                     kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
+                                                                     s3_secret: str) -> None:
+    """Issue 9: rank 1 of two is killed; the Job fails as a whole (FailJob), the operator
+    deletes it and re-creates it, and both ranks resume from the newest checkpoint: attempts 2."""
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(400, seed=9))
+    output = submit(cluster, s3, "group", model=tiny_bert_s3, train=train, max_steps=200, save_every=4, secret=s3_secret,
+                    nodes=2, env={"OMP_NUM_THREADS": "1"})
+
+    def first_checkpoint() -> bool:
+        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
+
+    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
+    first_job_uid = cluster.job("group-trainer")["metadata"]["uid"]
+    rank1 = next(p for p in trainer_pods(cluster, "group")
+                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+
+    status = cluster.wait_phase("group", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
+    assert status["attempts"] == 2, status
+    job = cluster.job("group-trainer")
+    assert job["metadata"]["uid"] != first_job_uid  # a new Job: the whole group restarted
+    assert job["status"]["succeeded"] == 2 and "failed" not in job["status"]
+    pods = sorted(trainer_pods(cluster, "group"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    assert [p["metadata"]["ownerReferences"][0]["uid"] for p in pods] == [job["metadata"]["uid"]] * 2  # the old Job's pods are gone
+    assert f"resumed from {output}checkpoints/step-" in kubelet.log(pods[0]["metadata"]["name"])
+    assert {"GroupRestart", "Retrying", "Succeeded"} <= set(cluster.event_reasons("group"))
+
+
 # --- the kubelet on its own: plain processes, no operator, a second each --------------------
 
 
@@ -386,3 +418,68 @@ def test_kubelet_fails_a_job_past_its_active_deadline(plain: Cluster, kubelet: K
     run_job(plain, plain_job("slow", "import time; time.sleep(60)", activeDeadlineSeconds=1))
     assert wait_job_condition(plain, "slow", "Failed")["reason"] == "DeadlineExceeded"
     wait_for(lambda: not trainer_pods(plain, "slow"), what="the pod stopped and deleted")
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_writes_the_interim_condition_before_the_terminal_one(plain: Cluster, kubelet: Kubelet) -> None:
+    """As the Job controller of 1.31+: SuccessCriteriaMet alone first, Complete in a later write."""
+    run_job(plain, plain_job("steps", "print('done')"))
+    seen: list[tuple[str, ...]] = []
+
+    def complete() -> bool:
+        conditions = tuple(c["type"] for c in ((plain.job("steps") or {}).get("status") or {}).get("conditions") or ())
+        if not seen or seen[-1] != conditions:
+            seen.append(conditions)
+        return "Complete" in conditions
+
+    wait_for(complete, timeout=20, interval=0.02, what="Job steps Complete")
+    assert ("SuccessCriteriaMet",) in seen and seen[-1] == ("SuccessCriteriaMet", "Complete"), seen
+
+
+@pytest.mark.plays_controllers
+def test_a_missing_secret_is_stalled_with_the_kubelets_reason(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet,
+                                                               s3: Any) -> None:
+    """Issue 9: a pod that can never start (CreateContainerConfigError) is Stalled, not Starting forever."""
+    submit(cluster, s3, "nosecret", model=f"s3://{BUCKET}/models/none/", train=f"s3://{BUCKET}/data/none.jsonl",
+           max_steps=1, save_every=1, secret="does-not-exist")
+    status = cluster.wait_phase("nosecret", "Pending", reason="CreateContainerConfigError", timeout=30)
+    assert 'secret "does-not-exist" not found' in status["message"] and "credentialsSecret" in status["message"]
+    assert cluster.condition("nosecret", "Stalled")["status"] == "True"
+    assert cluster.wait_event("nosecret", "CreateContainerConfigError")["type"] == "Warning"
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_counts_a_pod_deleted_through_the_api_as_failed(plain: Cluster, kubelet: Kubelet) -> None:
+    """Issue 9: the pod is Terminating until its process has stopped, then counted as a
+    failure (the job-tracking finalizer of a real cluster), and replaced."""
+    script = "import time; print('up', flush=True); time.sleep(60)"
+    run_job(plain, plain_job("victim", script, backoffLimit=3))
+    first = wait_for(lambda: [p for p in trainer_pods(plain, "victim") if (p.get("status") or {}).get("phase") == "Running"],
+                     what="a running pod")[0]
+    deleting = plain.api.delete(resource_path("v1", "pods", plain.ns, first["metadata"]["name"]))
+    assert deleting["metadata"]["deletionTimestamp"]  # graceful: Terminating, not gone
+    wait_for(lambda: (plain.job("victim")["status"] or {}).get("failed") == 1, timeout=20, what="the deleted pod counted")
+    wait_for(lambda: [p for p in trainer_pods(plain, "victim") if p["metadata"]["name"] != first["metadata"]["name"]],
+             timeout=20, what="a replacement pod")
+    assert first["metadata"]["name"] not in {p["metadata"]["name"] for p in trainer_pods(plain, "victim")}
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_resolves_pod_dns_names_only_through_a_selecting_headless_service(plain: Cluster, kubelet: Kubelet) -> None:
+    def indexed(name: str) -> dict:
+        body = plain_job(name, "import os; print(os.environ['PEER'])", completionMode="Indexed", completions=1, parallelism=1)
+        body["spec"]["template"]["spec"]["subdomain"] = "peers"
+        body["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "PEER", "value": f"{name}-0.peers"})
+        return body
+
+    run_job(plain, indexed("lonely"))
+    wait_job_condition(plain, "lonely", "Complete")
+    [pod] = trainer_pods(plain, "lonely")
+    assert kubelet.log(pod["metadata"]["name"]).strip() == "lonely-0.peers"  # no Service: unresolved
+
+    plain.api.create(resource_path("v1", "services", plain.ns), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
+        "spec": {"clusterIP": "None", "selector": {"tuneloop.dev/finetunejob": "found"}, "ports": [{"port": 1}]}})
+    run_job(plain, indexed("found"))
+    wait_job_condition(plain, "found", "Complete")
+    [pod] = trainer_pods(plain, "found")
+    assert kubelet.log(pod["metadata"]["name"]).strip() == "127.0.0.1"

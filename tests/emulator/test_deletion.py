@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import time
+
 import kubernetes
 import pytest
 
 from .conftest import GROUP, VERSION, widget
 
 
-def configmap(name: str, *, owners: list = (), finalizers: list = ()) -> dict:
-    refs = [{"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid} for o in owners]
+def configmap(name: str, *, owners: list = (), finalizers: list = (), block: bool = False) -> dict:
+    refs = [{"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid,
+             **({"blockOwnerDeletion": True} if block else {})} for o in owners]
     return {"metadata": {"name": name, "ownerReferences": refs, "finalizers": list(finalizers)}}
 
 
 def names(core, namespace: str) -> set[str]:
     return {cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items}
+
+
+def settled(core, namespace: str, timeout: float = 5.0) -> set[str]:
+    """The ConfigMaps left once the garbage collector (asynchronous, as a real one) is done."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        now = names(core, namespace)
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.5)  # the collector runs gc_delay (0.1 s) after a deletion
+    return names(core, namespace)
 
 
 def exists(call, *args) -> bool:
@@ -39,12 +54,22 @@ def test_finalizers_hold_an_object_until_removed(custom, namespace: str) -> None
     assert not exists(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "widgets", "w1")
 
 
-def test_background_cascade_is_recursive(core, namespace: str) -> None:
+def test_background_cascade_is_recursive(emulator, core, namespace: str) -> None:
     root = core.create_namespaced_config_map(namespace, configmap("root"))
     child = core.create_namespaced_config_map(namespace, configmap("child", owners=[root]))
     core.create_namespaced_config_map(namespace, configmap("grandchild", owners=[child]))
     core.create_namespaced_config_map(namespace, configmap("unrelated"))
-    core.delete_namespaced_config_map("root", namespace)
+    api = emulator.emulator.api
+    api.gc_delay, default = 2.0, api.gc_delay  # a slow collector, so the test sees it work later
+    try:
+        core.delete_namespaced_config_map("root", namespace)
+        # The collector works after the DELETE has returned, as a real one does (issue 9).
+        assert names(core, namespace) == {"unrelated", "child", "grandchild"}
+    finally:
+        api.gc_delay = default
+    deadline = time.monotonic() + 10
+    while names(core, namespace) != {"unrelated"} and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert names(core, namespace) == {"unrelated"}
 
 
@@ -54,7 +79,7 @@ def test_dependents_wait_for_an_owner_held_by_finalizers(core, namespace: str) -
     core.delete_namespaced_config_map("owner", namespace)
     assert names(core, namespace) == {"owner", "dependent"}
     core.patch_namespaced_config_map("owner", namespace, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/x"]}})
-    assert names(core, namespace) == set()
+    assert settled(core, namespace) == set()
 
 
 def test_a_dependent_with_another_living_owner_survives(core, namespace: str) -> None:
@@ -62,20 +87,29 @@ def test_a_dependent_with_another_living_owner_survives(core, namespace: str) ->
     second = core.create_namespaced_config_map(namespace, configmap("second"))
     core.create_namespaced_config_map(namespace, configmap("shared", owners=[first, second]))
     core.delete_namespaced_config_map("first", namespace)
+    settled(core, namespace)
     shared = core.read_namespaced_config_map("shared", namespace)
     assert [ref.name for ref in shared.metadata.owner_references] == ["second"]
     core.delete_namespaced_config_map("second", namespace)
-    assert names(core, namespace) == set()
+    assert settled(core, namespace) == set()
 
 
 def test_foreground_deletes_dependents_first(core, namespace: str) -> None:
     owner = core.create_namespaced_config_map(namespace, configmap("owner"))
-    core.create_namespaced_config_map(namespace, configmap("held", owners=[owner], finalizers=["example.com/x"]))
+    core.create_namespaced_config_map(namespace, configmap("held", owners=[owner], finalizers=["example.com/x"], block=True))
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Foreground")
+    assert settled(core, namespace) == {"owner", "held"}
     waiting = core.read_namespaced_config_map("owner", namespace)
     assert waiting.metadata.deletion_timestamp and "foregroundDeletion" in waiting.metadata.finalizers
     core.patch_namespaced_config_map("held", namespace, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/x"]}})
-    assert names(core, namespace) == set()
+    assert settled(core, namespace) == set()
+
+
+def test_foreground_waits_only_for_dependents_that_block(core, namespace: str) -> None:
+    owner = core.create_namespaced_config_map(namespace, configmap("owner"))
+    core.create_namespaced_config_map(namespace, configmap("loose", owners=[owner], finalizers=["example.com/x"]))
+    core.delete_namespaced_config_map("owner", namespace, propagation_policy="Foreground")
+    assert settled(core, namespace) == {"loose"}  # being deleted, held by its own finalizer only
 
 
 def test_orphan_keeps_dependents(core, namespace: str) -> None:
@@ -94,6 +128,9 @@ def test_cascade_across_kinds(api_client, custom, core, namespace: str) -> None:
     batch.create_namespaced_job(namespace, {"metadata": {"name": "w1-trainer", "ownerReferences": [ref]}, "spec": {
         "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}})
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "widgets", "w1")
+    deadline = time.monotonic() + 5
+    while batch.list_namespaced_job(namespace).items and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert batch.list_namespaced_job(namespace).items == []
 
 

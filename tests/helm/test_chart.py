@@ -88,6 +88,10 @@ def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
     ("", "configmaps", "create"), ("", "services", "create"), ("", "events", "create"),
     ("kopf.dev", "clusterkopfpeerings", "patch"), ("", "namespaces", "watch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    # Issue 9: blockOwnerDeletion under OwnerReferencesPermissionEnforcement; Kueue suspend.
+    ("tuneloop.dev", "finetunejobs/finalizers", "update"), ("tuneloop.dev", "maintenancepolicies/finalizers", "update"),
+    ("kueue.x-k8s.io", "workloads", "list"), ("kueue.x-k8s.io", "workloads", "patch"),
+    ("tuneloop.dev", "finetunejobs", "get"),
 ])
 def test_rbac_grants_what_the_operator_does(group, resource, verb):
     rules = [rule for role in by_kind(render(), "ClusterRole") for rule in role["rules"]]
@@ -102,3 +106,9 @@ def test_allow_lists_reach_the_operator_environment():
     assert env["TUNELOOP_ALLOWED_IMAGES"] == "registry.corp/ml/*,ghcr.io/tuneloop/*"
     assert env["TUNELOOP_ALLOWED_PRIORITY_CLASSES"] == "batch-low"
     assert env["TUNELOOP_ALLOWED_SERVICE_ACCOUNTS"] == ""
+
+
+def test_chart_needs_the_kubernetes_version_its_crds_need():
+    """The CRDs' CEL rules use fieldPath, which the API server knows from 1.28 (issue 9)."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"].startswith(">=1.28")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 from typing import Any
 
@@ -64,15 +66,21 @@ JOB_CASES = [
         "spec.completionMode": "Indexed",
         "spec.completions": 4,
         "spec.parallelism": 4,
-        "spec.backoffLimit": 12,
+        # Any failure fails the Job; the operator restarts the group and counts (issue 9).
+        "spec.backoffLimit": 0,
         "spec.template.spec.subdomain": "sft-trainer",
         "spec.template.spec.containers[0].resources.limits": {"nvidia.com/gpu": "8"},
     }),
     ("cpu-only custom resources", {"resources": {"gpusPerNode": 0, "cpu": "4", "memory": "16Gi"}}, {
         "spec.template.spec.containers[0].resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}},
+        "spec.template.spec.volumes[3]": {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
     }),
     ("other gpu vendor", {"resources": {"gpusPerNode": 2, "gpuResourceName": "amd.com/gpu"}}, {
         "spec.template.spec.containers[0].resources.limits": {"amd.com/gpu": "2"},
+    }),
+    ("private image", {"image": "registry.example/trainer:1", "imagePullSecrets": [{"name": "regcred"}]}, {
+        "spec.template.spec.imagePullSecrets": [{"name": "regcred"}],
+        "spec.template.spec.containers[0].image": "registry.example/trainer:1",
     }),
     ("kueue", {"runPolicy": {"queueName": "team-a"}}, {
         "metadata.labels.kueue.x-k8s.io/queue-name": "team-a",
@@ -209,6 +217,18 @@ def test_pod_failure_policy_and_labels() -> None:
     }]
 
 
+def test_multi_node_pod_failure_policy_fails_the_whole_job_on_any_failure() -> None:
+    """One failed rank must not be replaced alone (its peers hang in collectives): FailJob for
+    everything, the disruption rule before the exit codes so the operator can tell them apart."""
+    rules = build_trainer_job(OWNER, make_spec(resources={"nodes": 2}))["spec"]["podFailurePolicy"]["rules"]
+    assert rules == [
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}},
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [3]}},
+        {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "NotIn", "values": [0]}},
+    ]
+
+
 def test_config_map_is_the_spec_and_holds_no_secret_values() -> None:
     spec = make_spec(storage={"credentialsSecret": {"name": "s3"}}, env=[{"name": "X", "value": "1"}])
     cm = build_config_map(OWNER, spec)
@@ -250,13 +270,73 @@ def test_check_names(name: str, nodes: int, ok: bool) -> None:
     ({"suspend": False}, True, {"spec": {"suspend": False}}),
     ({"suspend": False}, False, None),
     ({"suspend": False, "queueName": "q"}, True, None),  # Kueue admits; we never unsuspend
-    ({"suspend": True, "queueName": "q"}, False, {"spec": {"suspend": True}}),
+    # Kueue un-suspends an admitted Job: writing `suspend` would fight it (issue 9).
+    ({"suspend": True, "queueName": "q"}, False, None),
 ])
 def test_job_suspend_patch(run_policy: dict, job_suspended: bool, patch: dict | None) -> None:
     assert job_suspend_patch(make_spec(runPolicy=run_policy), {"spec": {"suspend": job_suspended}}) == patch
+
+
+@pytest.mark.parametrize("run_policy, marked, change", [
+    ({"suspend": True, "queueName": "q"}, False, False),  # deactivate the Workload
+    ({"suspend": True, "queueName": "q"}, True, None),    # done already
+    ({"suspend": False, "queueName": "q"}, True, True),   # resume: reactivate it
+    ({"suspend": False, "queueName": "q"}, False, None),
+    ({"suspend": True}, False, None),                     # no Kueue: the Job's own suspend
+])
+def test_workload_active_change(run_policy: dict, marked: bool, change: bool | None) -> None:
+    from tuneloop.operator.builders import ANNOTATION_WORKLOAD_DEACTIVATED, workload_active_change
+
+    job = {"metadata": {"annotations": {ANNOTATION_WORKLOAD_DEACTIVATED: "true"} if marked else {}}, "spec": {"suspend": False}}
+    assert workload_active_change(make_spec(runPolicy=run_policy), job) is change
 
 
 def test_unapplied_changes_ignore_suspend() -> None:
     old = {"runPolicy": {"suspend": False}, "image": "a"}
     assert unapplied_changes(old, {"runPolicy": {"suspend": True}, "image": "a"}) == []
     assert unapplied_changes(old, {"runPolicy": {"suspend": True}, "image": "b"}) == ["spec.image"]
+
+
+def test_an_existing_child_is_checked_not_trusted() -> None:
+    """Issue 9: a 409 on create is read: mine, a predecessor's, being deleted, or foreign."""
+    from tuneloop.operator.builders import build_config_map, check_existing_child, owner_reference
+
+    spec = make_spec()
+    wanted = build_config_map(OWNER, spec)
+    mine = {**wanted, "metadata": {**wanted["metadata"]}}
+    assert check_existing_child(mine, wanted, OWNER) == (None, None)
+    stale = {**mine, "data": {"config.yaml": "an earlier spec"}}
+    assert check_existing_child(stale, wanted, OWNER) == (None, {"data": wanted["data"]})
+    old_owner = Owner(OWNER.name, OWNER.namespace, "uid-0")
+    predecessor = {**wanted, "metadata": {**wanted["metadata"], "ownerReferences": [owner_reference(old_owner)]}}
+    blocked, _ = check_existing_child(predecessor, wanted, OWNER)
+    assert blocked.reason == "WaitingForOldChildren" and not blocked.stalled
+    deleting = {**mine, "metadata": {**mine["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert check_existing_child(deleting, wanted, OWNER)[0].reason == "WaitingForOldChildren"
+    foreign = {**wanted, "metadata": {"name": wanted["metadata"]["name"]}}
+    blocked, _ = check_existing_child(foreign, wanted, OWNER)
+    assert blocked.reason == "NameConflict" and blocked.stalled and "delete it, or rename" in blocked.message
+
+
+def test_the_operator_refuses_names_its_children_could_not_have() -> None:
+    """Issue 9: the operator shares `tuneloop validate`'s name rules (no dots; a leading
+    letter when a headless Service is made), so nothing is created for such a name."""
+    from tuneloop.operator.handlers import parse
+
+    base = make_spec().to_dict()
+    assert parse(base, "9lives", "ml")[1] == []
+    for name, nodes in (("9lives", 2), ("a.b", 1)):
+        _, problems = parse({**base, "resources": {**base["resources"], "nodes": nodes}}, name, "ml")
+        assert [p.path for p in problems] == ["metadata.name"], (name, problems)
+
+
+def test_pods_run_as_the_images_user() -> None:
+    """Issue 9: runAsUser is the trainer image's USER (Dockerfile.trainer)."""
+    import re
+
+    from tuneloop.operator.builders import TrainerDefaults
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile.trainer").read_text()
+    user = int(re.search(r"^USER (\d+)", dockerfile, re.M).group(1))
+    pod = build_trainer_job(OWNER, make_spec())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == user == TrainerDefaults().run_as_user

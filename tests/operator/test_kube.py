@@ -31,7 +31,7 @@ def server() -> Iterator[dict]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_POST = do_PATCH = do_DELETE = _reply
+        do_POST = do_PATCH = do_DELETE = do_GET = _reply
 
         def log_message(self, *args: object) -> None:
             pass
@@ -56,6 +56,15 @@ def test_create_is_idempotent(server: dict) -> None:
     method, path, _, body = server["requests"][0]
     assert (method, path.split("?")[0], body) == ("POST", "/apis/batch/v1/namespaces/ml/jobs", JOB)
     assert "fieldManager=tuneloop-operator" in path
+
+
+def test_create_or_read_returns_what_holds_the_name(server: dict) -> None:
+    kube: Kube = server["kube"]
+    server["responses"] = [201, 409, 200]
+    assert kube.create_or_read(JOB) is None
+    existing = kube.create_or_read(JOB)
+    assert existing is not None and server["requests"][-1][0] == "GET"
+    assert server["requests"][-1][1].split("?")[0] == "/apis/batch/v1/namespaces/ml/jobs/a-trainer"
 
 
 @pytest.mark.parametrize("code, error", [(422, kopf.PermanentError), (400, kopf.PermanentError),
@@ -83,3 +92,11 @@ def test_unreachable_api_is_temporary() -> None:
     config.retries = 0
     with pytest.raises(kopf.TemporaryError):
         Kube(kubernetes.client.ApiClient(config)).create(JOB)
+
+
+def test_forbidden_is_its_own_error_so_status_can_show_it(server: dict) -> None:
+    from tuneloop.operator.kube import Forbidden
+
+    server["responses"] = [403]
+    with pytest.raises(Forbidden):
+        server["kube"].create_or_read(JOB)

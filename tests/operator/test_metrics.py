@@ -97,3 +97,19 @@ def test_every_result_of_a_handler_is_a_series_from_the_start() -> None:
     for result in metrics.RESULTS:
         assert metrics.REGISTRY.get_sample_value("tuneloop_operator_reconciles_total",
                                                  {"kind": "FineTuneJob", "handler": "t-fresh", "result": result}) == 0
+
+
+def test_a_deleted_finetunejob_is_forgotten_on_its_deleted_event() -> None:
+    """Issue 9: without a kopf finalizer (finished jobs), only the DELETED event is seen."""
+    import kopf
+
+    from tuneloop.operator import handlers, metrics
+
+    body = kopf.Body({"metadata": {"name": "gone", "namespace": "ml", "uid": "u-gone"}})
+    memo = kopf.Memo(written={"u-gone": {"phase": "Succeeded"}}, parsed={"u-gone": (1, None)})
+    metrics.record_phase("ml", "gone", "Succeeded")
+    handlers.forget_deleted(type="MODIFIED", body=body, memo=memo)
+    assert "u-gone" in memo.written
+    handlers.forget_deleted(type="DELETED", body=body, memo=memo)
+    assert memo.written == {} and memo.parsed == {}
+    assert ("ml", "gone") not in metrics._phase_of

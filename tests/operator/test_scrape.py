@@ -71,6 +71,10 @@ def _pod(phase: str, ip: str | None, rank: int, port: int = 9400) -> dict:
 
 def test_metrics_url_is_rank_zero() -> None:
     assert metrics_url([_pod("Running", "10.0.0.2", 1), _pod("Running", "10.0.0.1", 0)]) == "http://10.0.0.1:9400/metrics"
+
+
+def test_metrics_url_brackets_an_ipv6_pod_ip() -> None:
+    assert metrics_url([_pod("Running", "fd00:10::5", 0)]) == "http://[fd00:10::5]:9400/metrics"
     assert metrics_url([_pod("Pending", None, 0)]) is None
     assert metrics_url([_pod("Running", "10.0.0.2", 1)]) is None
     assert metrics_url([_pod("Running", "127.0.0.1", 0, port=19400)]) == "http://127.0.0.1:19400/metrics"

@@ -59,6 +59,8 @@ EXIT1 = pod("Failed", name="p-err", terminated={"exitCode": 1, "reason": "Error"
 EXIT3 = pod("Failed", name="p-gpu-oom", terminated={"exitCode": 3, "reason": "Error", "message":
             "tuneloop-train: error: out of memory: CUDA out of memory. Tried to allocate 20.00 GiB; the model and batch do not fit"})
 PULL = pod("Pending", name="p-pull", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope\""})
+NO_SECRET = pod("Pending", name="p-sec", waiting={"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'})
+TERMINATING = {**pod("Running", name="p-term"), "metadata": {"name": "p-term", "deletionTimestamp": T0}}
 UNSCHED_OLD = pod("Pending", name="p-uns", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                                          "message": "0/3 nodes have nvidia.com/gpu", "lastTransitionTime": "2025-01-01T11:00:00Z"}])
 UNSCHED_NEW = pod("Pending", name="p-uns", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -85,10 +87,30 @@ CASES = [
      [EXIT2], {}, "Failed", "InvalidInput", "missing column `label`", {"Failed", "Stalled"}),
     ("GPU out of memory: exit 3", job(failed=1, conditions=[cond("Failed", "PodFailurePolicy", "Container trainer for pod exited with code 3")]),
      [EXIT3], {}, "Failed", "OutOfMemory", "Tried to allocate 20.00 GiB", {"Failed", "Stalled"}),
-    ("GPU out of memory, failure target", job(failed=1, active=1, conditions=[cond("FailureTarget", "PodFailurePolicy")]),
-     [EXIT3], {}, "Failed", "OutOfMemory", "do not fit the GPU (exit code 3)", {"Failed", "Stalled"}),
-    ("failure target counts as failed", job(failed=1, active=1, conditions=[cond("FailureTarget", "PodFailurePolicy")]),
-     [EXIT2], {}, "Failed", "InvalidInput", "exit code 2", {"Failed", "Stalled"}),
+    # Kubernetes 1.31+: FailureTarget and SuccessCriteriaMet come before the pods have
+    # terminated; the final word waits for Failed / Complete (issue 9).
+    ("failure target is not final yet", job(failed=1, active=1, conditions=[cond("FailureTarget", "PodFailurePolicy")]),
+     [EXIT2], {}, "Pending", "Stopping", "waiting for its pods to terminate", {"Reconciling"}),
+    ("success criteria met keeps it running", job(succeeded=1, conditions=[cond("SuccessCriteriaMet", "CompletionsReached")]),
+     [pod("Succeeded")], {}, "Running", "Completing", "training finished", {"Ready", "Reconciling"}),
+    ("a terminating pod is not training", job(active=1), [TERMINATING], {}, "Pending", "Starting", "waiting", {"Reconciling"}),
+    ("missing secret can never start", job(active=1), [NO_SECRET], {}, "Pending", "CreateContainerConfigError",
+     'secret "s3-creds" not found', {"Reconciling", "Stalled"}),
+    ("job that creates no pod", job(start="2025-01-01T11:50:00Z"), [], {"runPolicy": {}}, "Pending", "NoPods", "FailedCreate",
+     {"Reconciling", "Stalled"}),
+    ("previous job's pods still running", None, [pod("Running")], {}, "Pending", "WaitingForOldPods", "1 pod(s)", {"Reconciling"}),
+    # Several nodes: every failure is FailJob, and the operator restarts the whole group.
+    ("multi-node rank failed: group restart", job(failed=2, conditions=[cond("Failed", "PodFailurePolicy")]),
+     [EXIT1, pod("Failed", name="p-peer", rank=1, terminated={"exitCode": 143, "reason": "Error"})], {"resources": {"nodes": 2}},
+     "Pending", "Restarting", "restarting all 2 nodes", {"Reconciling"}),
+    ("multi-node bad input is final", job(failed=2, conditions=[cond("Failed", "PodFailurePolicy")]),
+     [EXIT1, EXIT2], {"resources": {"nodes": 2}}, "Failed", "InvalidInput", "missing column", {"Failed", "Stalled"}),
+    ("multi-node out of retries", job(failed=2, conditions=[cond("Failed", "PodFailurePolicy")]),
+     [EXIT1], {"resources": {"nodes": 2}, "runPolicy": {"backoffLimit": 0}}, "Failed", "BackoffLimitExceeded", "exited with code 1",
+     {"Failed", "Stalled"}),
+    ("multi-node job being replaced", {**job(failed=2, conditions=[cond("Failed", "PodFailurePolicy")]),
+                                       "metadata": {"name": "ft-trainer", "uid": "u", "deletionTimestamp": T0}},
+     [], {"resources": {"nodes": 2}}, "Pending", "Restarting", "deleted", {"Reconciling"}),
     ("image pull backoff", job(active=1), [PULL], {}, "Pending", "ImagePullBackOff", "nope", {"Reconciling", "Stalled"}),
     ("unschedulable too long", job(active=1), [UNSCHED_OLD], {}, "Pending", "Unschedulable", "nvidia.com/gpu", {"Reconciling", "Stalled"}),
     ("unschedulable briefly", job(active=1), [UNSCHED_NEW], {}, "Pending", "Starting", "waiting", {"Reconciling"}),
@@ -143,8 +165,9 @@ def test_times_attempts_and_job_name() -> None:
                          spec=spec(), generation=1, previous=resumed, now=NOW)
     assert done["completionTime"] == "2025-01-01T11:59:00Z"
     assert done["attempts"] == 3
-    multi = derive_status(job(active=2, failed=2), [pod()], spec=spec(resources={"nodes": 2}), generation=1, previous={}, now=NOW)
-    assert multi["attempts"] == 2  # one failed attempt of two pods, then the current one
+    # Several nodes: the Job never retries (backoffLimit 0); the operator counts group restarts.
+    multi = derive_status(job(active=2), [pod()], spec=spec(resources={"nodes": 2}), generation=1, previous={"attempts": 2}, now=NOW)
+    assert multi["attempts"] == 2
 
 
 def test_finished_job_deleted_by_ttl_keeps_its_status() -> None:
@@ -189,13 +212,26 @@ def test_pod_problem_none_for_healthy_pods() -> None:
     assert pod_problem(pod("Pending"), NOW) is None
 
 
-def test_child_rejected_is_final_and_kept() -> None:
+def test_child_rejected_is_failed_until_a_corrected_spec() -> None:
     problems = [Problem("spec", "create Job ml/x: rejected by the API server: Unprocessable Entity")]
     failed = derive_status(None, [], spec=None, problems=problems, generation=1, previous={}, now=NOW,
                            invalid_reason="ChildRejected")
     assert (failed["phase"], failed["reason"]) == ("Failed", "ChildRejected")
-    # Without a Job the status stays: the operator does not retry a rejected child forever.
-    assert derive_status(None, [], spec=spec(), generation=1, previous=failed, now=NOW) == failed
+    # Nothing ran: a corrected spec (the next reconcile) creates the children (issue 9).
+    again = derive_status(None, [], spec=spec(), generation=2, previous=failed, now=NOW)
+    assert (again["phase"], again["reason"]) == ("Pending", "CreatingJob")
+
+
+def test_blocked_children_wait_or_stall() -> None:
+    from tuneloop.operator.builders import Blocked
+
+    waiting = derive_status(None, [], spec=spec(), generation=1, previous={}, now=NOW,
+                            blocked=Blocked("WaitingForOldChildren", "ConfigMap x-config is being deleted", stalled=False))
+    assert (waiting["phase"], waiting["reason"]) == ("Pending", "WaitingForOldChildren")
+    conflict = derive_status(None, [], spec=spec(), generation=1, previous={}, now=NOW,
+                             blocked=Blocked("NameConflict", "a Job named x-trainer already exists", stalled=True))
+    assert conflict["reason"] == "NameConflict"
+    assert {c["type"] for c in conflict["conditions"] if c["status"] == "True"} == {"Reconciling", "Stalled"}
 
 
 TRACEBACK = ("Traceback (most recent call last):\n  File \"recipe.py\", line 10, in train\nRuntimeError: boom\n"
@@ -222,3 +258,31 @@ def test_failed_pod_message_is_one_line(code: int, message: str, tail: str) -> N
     found = pod_problem(pod("Failed", name="p", terminated={"exitCode": code, "reason": "Error", "message": message}), NOW)
     assert found is not None and "\n" not in found[1]
     assert found[1].endswith(tail), found
+
+
+def test_group_restart_counts_failures_but_not_disruptions() -> None:
+    from tuneloop.operator.status import group_restart
+
+    two = spec(resources={"nodes": 2}, runPolicy={"backoffLimit": 1})
+    failed_job = job(failed=2, conditions=[cond("Failed", "PodFailurePolicy")])
+    peer = pod("Failed", name="p-peer", rank=0, terminated={"exitCode": 143, "reason": "Error"})
+    preempted = pod("Failed", name="p-pre", rank=1, terminated={"exitCode": 143, "reason": "Error"},
+                    conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}])
+    restart = group_restart(failed_job, [EXIT1, peer], two, attempts=1, now=NOW)
+    assert restart is not None and restart.counted and "exited with code 1" in restart.message
+    # The budget is spent: attempt 2 of backoffLimit 1 is the last.
+    assert group_restart(failed_job, [EXIT1, peer], two, attempts=2, now=NOW) is None
+    # A disruption restarts the group however many attempts were used, and costs none.
+    free = group_restart(failed_job, [preempted, peer], two, attempts=2, now=NOW)
+    assert free is not None and not free.counted and "disrupted" in free.message
+    # Not failed yet (FailureTarget: pods still terminating), one node, a deadline: no restart.
+    assert group_restart(job(conditions=[cond("FailureTarget", "PodFailurePolicy")]), [EXIT1], two, 1, NOW) is None
+    assert group_restart(failed_job, [EXIT1], spec(), 1, NOW) is None
+    assert group_restart(job(conditions=[cond("Failed", "DeadlineExceeded")]), [EXIT1], two, 1, NOW) is None
+
+
+def test_multi_node_attempts_are_the_operators_count() -> None:
+    two = spec(resources={"nodes": 2})
+    status = derive_status(job(active=2, failed=0), [pod("Running"), pod("Running", rank=1)], spec=two, generation=1,
+                           previous={"attempts": 2}, now=NOW)
+    assert status["attempts"] == 2 and status["reason"] == "Training"

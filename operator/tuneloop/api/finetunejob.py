@@ -200,6 +200,11 @@ class EnvVar:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImagePullSecret:
+    name: str = req("Name of the Secret (type kubernetes.io/dockerconfigjson).")
+
+
+@dataclass(frozen=True, kw_only=True)
 class FineTuneJobSpec:
     task: Task = req("What the model learns: causal-lm-sft, sequence-classification or regression.")
     model: ModelSpec = req("The pretrained model to start from.")
@@ -211,6 +216,7 @@ class FineTuneJobSpec:
     run_policy: RunPolicySpec = opt(RunPolicySpec, "Retries, deadline, TTL, suspend, Kueue queue.")
     image: str | None = opt(None, "Trainer image; the operator's default when absent.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = opt(None, "Image pull policy.")
+    image_pull_secrets: list[ImagePullSecret] = opt(list, "Secrets with registry credentials for a private trainer image.")
     env: list[EnvVar] = opt(list, "Extra environment variables for the trainer.")
 
     @classmethod

@@ -70,6 +70,29 @@ def check_metadata(metadata: Any) -> list[Problem]:
     return []
 
 
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_child_names(kind: str, name: str, spec: Any) -> list[Problem]:
+    """What the names of a FineTuneJob's children need beyond a valid resource name.
+
+    A custom resource's name is a DNS subdomain (`a.b`, `9lives` are accepted), but its
+    children's are not: pod hostnames are DNS labels (no dots), and a multi-node job's
+    headless Service, named after it, must be a DNS-1035 label (a leading letter), or the API
+    server refuses it after the ConfigMap was made (issue 9).
+    """
+    if kind != "FineTuneJob" or not name:
+        return []
+    if "." in name or not _DNS_LABEL.match(name):
+        return [Problem("metadata.name", f"{name!r} must be lowercase letters, digits and '-', start and end alphanumeric "
+                                         "(no dots: the trainer pods' hostnames are DNS labels)")]
+    nodes = getattr(getattr(spec, "resources", None), "nodes", 1)
+    if nodes > 1 and not _DNS_1035_LABEL.match(name):
+        return [Problem("metadata.name", f"{name!r} must start with a letter when spec.resources.nodes > 1: "
+                                         "its headless Service is named after it, and Service names are DNS-1035 labels")]
+    return []
+
+
 def validate_manifest(doc: Any, old: Any = None) -> Result:
     """Check one document; `old` (the object as it is now) enables the immutability rules."""
     if not isinstance(doc, dict):
@@ -92,7 +115,8 @@ def validate_manifest(doc: Any, old: Any = None) -> Result:
     old_value = apply_defaults(schema, old) if isinstance(old, dict) else _MISSING
     problems += check_cel(schema, value, old_value)
     if not problems:
-        problems += parse_spec(kind, value["spec"], doc["metadata"].get("namespace"))[1]
+        parsed, spec_problems = parse_spec(kind, value["spec"], doc["metadata"].get("namespace"))
+        problems += spec_problems + check_child_names(kind, name, parsed)
     return Result(kind=kind, name=name, problems=_unique(problems))
 
 

@@ -7,6 +7,27 @@ selectors, patches, CRD schemas), indexed to stay fast with thousands of objects
 - `Emulator`: the kmock handler; serve it with `EmulatorServer` inside an event loop.
 - `BackgroundEmulator`: both in a background thread, with a kubeconfig written for clients.
 - `load_crds`, `write_kubeconfig`: helpers; `python -m tuneloop.emulator --help` runs it.
+- `kubelet.Kubelet` (with `jobcontroller.py`): the Job controller and kubelet of one node.
+
+What it refuses and does as a real cluster would (issue 9): built-in objects against the
+official OpenAPI schemas and the Job rules in builtins.py, DNS-1035 Service names, no PUT
+of a custom resource without resourceVersion; Job defaults; garbage collection after the
+DELETE has returned (`gc_delay`); graceful pod deletion.
+
+Remaining differences from a real cluster (each a way a test can pass here and fail there):
+- API: strategic merge patch replaces lists whole; server-side apply is a merge patch (no
+  managedFields, no conflicts); no admission plugins or webhooks (ServiceAccount,
+  PriorityClass, ResourceQuota, LimitRange, Pod Security, OwnerReferencesPermissionEnforcement,
+  Kueue, IRSA); `dryRun` is refused; generation is set on every kind (ConfigMaps too).
+- Custom resources are checked by Tuneloop's own schema code on cel-python (no cost budget,
+  no Kubernetes CEL libraries, no ratcheting, no list-type=map uniqueness, no `format`).
+- Deletion: the orphan policy strips references at once (no `orphan` finalizer); a
+  namespace is emptied at once; foreground deletion honours blockOwnerDeletion only.
+- Watches expire after `watch_history` changes (real: etcd compaction, sooner); lists ignore
+  `resourceVersion`/`resourceVersionMatch`; continue tokens never expire; field selectors
+  are a fixed table; discovery is a static K3s snapshot plus the CRDs.
+- Events are stored as sent (no TTL, no aggregation).
+- The local kubelet and Job controller: see their module docstrings.
 """
 
 from tuneloop.emulator.crds import load_crds

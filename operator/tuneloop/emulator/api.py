@@ -10,8 +10,10 @@ Deletion (finalizers, owner cascades, namespaces) lives in deletion.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import datetime
 import json
 import random
@@ -21,13 +23,14 @@ from typing import Any
 
 import kmock
 
-from tuneloop.emulator import deletion, errors, objects, patches, schemas, validation
+from tuneloop.emulator import builtins, deletion, errors, objects, patches, schemas, validation
 from tuneloop.emulator.crds import CRD_RESOURCE, crd_problems, crd_resources, established_status
 from tuneloop.emulator.registry import NAMESPACES, ResourceRegistry
 from tuneloop.emulator.selection import FieldSelector, LabelSelector, unsupported_fields
 from tuneloop.emulator.store import Key, ObjectStore
 from tuneloop.emulator.watches import Change, WatchHub, follow
 
+logger = logging.getLogger(__name__)
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Resources whose storage returns the deleted object (kube-apiserver's ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = frozenset({NAMESPACES, kmock.resource("", "v1", "pods"), kmock.resource("", "v1", "services")})
@@ -43,13 +46,15 @@ def utc_now() -> str:
 class ApiServer:
     def __init__(
             self, *, objects: kmock.ObjectsArray, resources: kmock.ResourcesArray,
-            history_limit: int | None, watch_history: int,
+            history_limit: int | None, watch_history: int, gc_delay: float = 0.1,
     ) -> None:
         self.registry = ResourceRegistry(resources)
         self.registry.load_builtins()
         self.store = ObjectStore(objects, history_limit=history_limit)
         self.hub = WatchHub(limit=watch_history)
         self.clock: Callable[[], str] = utc_now
+        # The garbage collector's lag after a DELETE (deletion.py); 0 still defers it.
+        self.gc_delay = gc_delay
         for name in DEFAULT_NAMESPACES:
             self.create(NAMESPACES, None, {"metadata": {"name": name}})
 
@@ -130,7 +135,9 @@ class ApiServer:
             namespace=key[1], uid=str(uuid.uuid4()), now=self.clock(), has_status="status" in info.subresources,
         )
         obj = self._admit(key, info, self._on_create(resource, obj), None)
-        return self.commit(key, obj, None)
+        created = self.commit(key, obj, None)
+        deletion.after_create(self, key, created)
+        return created
 
     def replace(self, resource: kmock.resource, namespace: str | None, name: str, body: Any,
                 subresource: str | None = None) -> dict[str, Any]:
@@ -140,7 +147,13 @@ class ApiServer:
             raise errors.bad_request(f"the name of the object ({objects.metadata(body)['name']}) "
                                      f"does not match the name on the URL ({name})")
         key = self._key(resource, info, namespace, name)
-        return self._update(key, info, self._existing(key), body, subresource)
+        existing = self._existing(key)
+        if self.registry.is_custom(resource) and not objects.metadata(body).get("resourceVersion"):
+            # Custom resources do not allow an unconditional update (the CRD strategy's
+            # AllowUnconditionalUpdate is false); most built-ins do.
+            raise errors.invalid(resource, name, ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"],
+                                 info.kind)
+        return self._update(key, info, existing, body, subresource)
 
     def patch(self, resource: kmock.resource, namespace: str | None, name: str, content_type: str, body: Any,
               subresource: str | None = None) -> dict[str, Any]:
@@ -174,7 +187,7 @@ class ApiServer:
             if expected and expected != actual:
                 raise errors.conflict(resource, name, f"Precondition failed: {field} in precondition: "
                                                       f"{expected}, {field} in object meta: {actual}")
-        result = deletion.delete(self, key, _propagation_policy(options))
+        result = deletion.delete(self, key, _propagation_policy(options), grace=_grace_period(options))
         if self.store.get(key) is not None or self.registry.is_custom(resource) or resource in RETURNS_DELETED_OBJECT:
             return result
         # Most built-ins answer an immediate deletion with a Status, not the object.
@@ -192,7 +205,7 @@ class ApiServer:
         for key in self.store.keys(resource, namespace):
             obj = self.store.get(key)
             if obj is not None and matches(obj):
-                deleted.append(deletion.delete(self, key, policy))
+                deleted.append(deletion.delete(self, key, policy, grace=_grace_period(options or {})))
         return {"apiVersion": self.registry.api_version(resource), "kind": f"{info.kind}List",
                 "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": deleted}
 
@@ -225,6 +238,22 @@ class ApiServer:
         deletion.after_removal(self, key, final)
         return final
 
+    def defer(self, work: Callable[[], Any]) -> None:
+        """Run a controller's work (the garbage collector) after this request has returned."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work()
+            return
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - a controller's failure must not stop the loop
+                logger.exception("deferred controller work failed")
+
+        loop.call_later(self.gc_delay, run)
+
     # Helpers.
 
     def _update(self, key: Key, info: kmock.ResourceInfo, old: dict[str, Any], candidate: dict[str, Any],
@@ -241,7 +270,8 @@ class ApiServer:
         new = self._admit(key, info, self._on_update(resource, new, old), old)
         if new == old:
             return old  # a no-op write: no new resourceVersion, no watch event (as in the real server)
-        if objects.metadata(new).get("deletionTimestamp") and not objects.metadata(new).get("finalizers"):
+        terminating_pod = key[0] == deletion.PODS and objects.metadata(new).get("deletionGracePeriodSeconds")
+        if objects.metadata(new).get("deletionTimestamp") and not objects.metadata(new).get("finalizers") and not terminating_pod:
             return self.remove(key, new)  # the last finalizer is gone: the deletion completes
         return self.commit(key, new, old)
 
@@ -324,6 +354,10 @@ class ApiServer:
 
     def _admit(self, key: Key, info: kmock.ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         if not self.registry.is_custom(key[0]):
+            if old is None:
+                obj = builtins.default(key[0], obj)
+            if problems := builtins.problems(key[0], obj, old):
+                raise errors.invalid(key[0], key[2], problems, info.kind)
             return obj
         admitted, problems = schemas.admit(self.registry.schema(key[0]) or {}, obj, old)
         if problems:
@@ -370,6 +404,16 @@ def _propagation_policy(options: dict[str, Any]) -> str:
     if policy not in ("Background", "Foreground", "Orphan"):
         raise errors.bad_request(f"propagationPolicy: Unsupported value: {policy!r}")
     return policy
+
+
+def _grace_period(options: dict[str, Any]) -> int | None:
+    value = options.get("gracePeriodSeconds")
+    if value in (None, ""):
+        return None
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        raise errors.bad_request(f"gracePeriodSeconds: invalid value {value!r}")
 
 
 def _encode_continue(namespace: str, name: str) -> str:

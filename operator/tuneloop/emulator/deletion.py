@@ -1,19 +1,28 @@
-"""Deletion as the API server and its controllers do it, minus the waiting.
+"""Deletion as the API server and its controllers do it.
 
 - Finalizers: an object with finalizers is only marked (deletionTimestamp set) and goes
   when its last finalizer is removed (kopf's own finalizer relies on this).
-- Owner references: when an owner goes, its dependents go too (Background, the default),
-  unless they still have other living owners; Foreground deletes the dependents first and
-  the owner after; Orphan strips the owner reference and keeps the dependents.
+- Owner references: the garbage collector works after the DELETE has returned, as a real
+  one does (`ApiServer.gc_delay` seconds later, 0.1 s by default): when an owner goes, its
+  dependents go too (Background, the default), unless they still have other living owners;
+  Foreground marks the owner (`foregroundDeletion`), deletes the dependents, and removes
+  the owner once no dependent with `blockOwnerDeletion: true` is left; Orphan strips the
+  owner reference and keeps the dependents (at once: no `orphan` finalizer here).
+  Old children still being collected after `kubectl delete && kubectl apply` are a real
+  cluster's everyday state (issue 9), so tests must see them.
 - Namespaces: a deleted namespace is Terminating until everything inside it has gone.
+- Pods: a scheduled pod that has not ended is deleted gracefully: it gets
+  `deletionTimestamp` and `deletionGracePeriodSeconds` and stays, Terminating, until its
+  kubelet confirms with `gracePeriodSeconds=0` (a pod never scheduled, or ended, goes at once).
 
-The garbage collector and namespace controller of a real cluster do this asynchronously,
-seconds later; here it happens within the request, which only makes tests faster.
+Outside an event loop (unit tests of `ApiServer`), the collector runs at once.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import kmock
 
 from tuneloop.emulator import objects
 from tuneloop.emulator.registry import NAMESPACES
@@ -23,13 +32,41 @@ if TYPE_CHECKING:
     from tuneloop.emulator.api import ApiServer
 
 FOREGROUND_FINALIZER = "foregroundDeletion"
+PODS = kmock.resource("", "v1", "pods")
 
 
-def delete(api: ApiServer, key: Key, policy: str) -> dict[str, Any]:
+def _pod_grace(pod: dict[str, Any], grace: int | None) -> int | None:
+    """Seconds a pod is Terminating before it goes; None to delete it now, as the pod
+    strategy does for a pod never scheduled or already terminal, or `gracePeriodSeconds=0`
+    (the kubelet's confirmation that the containers have stopped)."""
+    if grace == 0:
+        return None
+    if not (pod.get("spec") or {}).get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    return int(grace)
+
+
+def _terminate_pod(api: ApiServer, key: Key, pod: dict[str, Any], grace: int) -> dict[str, Any]:
+    """Graceful deletion: the pod stays, Terminating, until its kubelet deletes it with
+    grace 0 once the containers have stopped (or a shorter grace period is asked for)."""
+    meta = objects.metadata(pod)
+    if meta.get("deletionTimestamp"):
+        if grace < int(meta.get("deletionGracePeriodSeconds") or 0):
+            return api.commit(key, objects.with_metadata(pod, deletionGracePeriodSeconds=grace), pod)
+        return pod
+    marked = objects.deleting_object(pod, now=api.clock())
+    return api.commit(key, objects.with_metadata(marked, deletionGracePeriodSeconds=grace), pod)
+
+
+def delete(api: ApiServer, key: Key, policy: str, grace: int | None = None) -> dict[str, Any]:
     obj = api.store.get(key)
     if obj is None:
         raise LookupError(key)  # callers only pass live keys
     uid = objects.metadata(obj).get("uid", "")
+    if key[0] == PODS and (graceful := _pod_grace(obj, grace)) is not None:
+        return _terminate_pod(api, key, obj, graceful)
     if policy == "Orphan":
         _orphan_dependents(api, uid)
     if key[0] == NAMESPACES:
@@ -43,24 +80,44 @@ def delete(api: ApiServer, key: Key, policy: str) -> dict[str, Any]:
     marked = objects.deleting_object(obj, now=api.clock(), extra_finalizers=extra)
     result = obj if marked == obj else api.commit(key, marked, obj)
     if foreground:
-        for dependent in api.store.dependents(uid):
-            if api.store.get(dependent) is not None:
-                delete(api, dependent, "Background")
-        _finish_foreground(api, key)
+        api.defer(lambda: _foreground(api, key, uid))
     return api.store.get(key) or result
 
 
+def _foreground(api: ApiServer, key: Key, uid: str) -> None:
+    for dependent in api.store.dependents(uid):
+        if api.store.get(dependent) is not None:
+            delete(api, dependent, "Background")
+    _finish_foreground(api, key)
+
+
 def after_removal(api: ApiServer, key: Key, final: dict[str, Any]) -> None:
-    """What the controllers do once an object is gone for good."""
+    """What the controllers do once an object is gone for good (the collector: later)."""
     metadata = objects.metadata(final)
-    for dependent in api.store.dependents(metadata.get("uid", "")):
-        _collect(api, dependent, metadata.get("uid", ""))
+    uid = metadata.get("uid", "")
+    if api.store.dependents(uid):
+        api.defer(lambda: [_collect(api, dependent, uid) for dependent in api.store.dependents(uid)])
     for ref in metadata.get("ownerReferences") or []:
         owner = api.store.key_of(ref.get("uid", ""))
         if owner is not None:
             _finish_foreground(api, owner)
     if key[1] is not None:
         _finish_namespace(api, key[1])
+
+
+def after_create(api: ApiServer, key: Key, created: dict[str, Any]) -> None:
+    """A dependent created for owners that are all gone already (a controller racing its
+    owner's deletion) is collected, as the real garbage collector does on first sight."""
+    refs = objects.metadata(created).get("ownerReferences") or []
+    if refs and all(api.store.key_of(ref.get("uid", "")) is None for ref in refs):
+        uid = objects.metadata(created).get("uid")
+
+        def collect() -> None:
+            obj = api.store.get(key)
+            if obj is not None and objects.metadata(obj).get("uid") == uid and \
+                    all(api.store.key_of(ref.get("uid", "")) is None for ref in objects.metadata(obj).get("ownerReferences") or []):
+                delete(api, key, "Background")
+        api.defer(collect)
 
 
 def _collect(api: ApiServer, key: Key, gone_owner_uid: str) -> None:
@@ -90,7 +147,8 @@ def _finish_foreground(api: ApiServer, key: Key) -> None:
     finalizers = objects.metadata(owner or {}).get("finalizers") or []
     if owner is None or FOREGROUND_FINALIZER not in finalizers:
         return
-    if api.store.dependents(objects.metadata(owner).get("uid", "")):
+    owner_uid = objects.metadata(owner).get("uid", "")
+    if any(_blocks(api.store.get(dependent), owner_uid) for dependent in api.store.dependents(owner_uid)):
         return
     remaining = [f for f in finalizers if f != FOREGROUND_FINALIZER]
     released = objects.with_metadata(owner, finalizers=remaining or None)
@@ -98,6 +156,12 @@ def _finish_foreground(api: ApiServer, key: Key) -> None:
         api.commit(key, released, owner)
     else:
         api.remove(key, released)
+
+
+def _blocks(dependent: dict[str, Any] | None, owner_uid: str) -> bool:
+    """Only dependents whose reference says `blockOwnerDeletion: true` hold a foreground owner."""
+    refs = objects.metadata(dependent or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner_uid and ref.get("blockOwnerDeletion") for ref in refs)
 
 
 def _terminate_namespace(api: ApiServer, key: Key, obj: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Emulator(kmock.KubernetesEmulator):
     watch_history: int = 10_000  # changes kept per resource for watches to resume from
     request_log_limit: int | None = 10_000  # requests kept for kmock's assertions
     bookmark_interval: float = 30.0  # seconds of silence before a watch gets a BOOKMARK
+    gc_delay: float = 0.1  # seconds from a DELETE to the garbage collector's cascade
 
     _api: ApiServer = attrs.field(init=False)
     _request_count: int = attrs.field(init=False, default=0)  # the log is trimmed; ids keep growing
@@ -54,7 +55,8 @@ class Emulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         # Not calling kmock's: it registers the DSL fallbacks we replace with direct routing.
         self._api = ApiServer(objects=self._objects, resources=self._resources,
-                              history_limit=self.history_limit, watch_history=self.watch_history)
+                              history_limit=self.history_limit, watch_history=self.watch_history,
+                              gc_delay=self.gc_delay)
 
     @property
     def api(self) -> ApiServer:
@@ -254,6 +256,7 @@ def _number(query: dict[str, str], name: str, kind: type[int] | type[float]) -> 
 
 def _delete_options(request: kmock.Request) -> dict[str, Any]:
     options = dict(request.data) if isinstance(request.data, dict) else {}
-    if "propagationPolicy" in request.params:
-        options["propagationPolicy"] = request.params["propagationPolicy"]
+    for name in ("propagationPolicy", "gracePeriodSeconds"):
+        if name in request.params:
+            options[name] = request.params[name]
     return options

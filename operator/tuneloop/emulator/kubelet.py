@@ -13,24 +13,15 @@ beside a real API server that has no nodes or controller manager.
 Each pass (`sync_once`, every `poll_interval` s in a background thread) does what the Job
 controller and the kubelet of a one-node cluster would:
 
-- Jobs (in `namespace`, or all when None, filtered by `selector`): one pod per completion
-  index (Indexed: parallelism = completions), named `<job>-<index>-<suffix>` (`<job>-<suffix>`
-  when NonIndexed, as Kubernetes names them), with the `job-name`, `controller-uid` and index
-  labels and annotation and an ownerReference; status `active`, `ready`, `succeeded`,
-  `failed`, `startTime`, `completionTime`, `completedIndexes` and conditions as the job
-  controller of Kubernetes 1.31+ writes them: `SuccessCriteriaMet` then `Complete`
-  (CompletionsReached); `FailureTarget` then, once no pod is running, `Failed` with reason
-  PodFailurePolicy, BackoffLimitExceeded or DeadlineExceeded; `Suspended` (JobSuspended /
-  JobResumed). A failed pod goes through `podFailurePolicy` (FailJob, Ignore, Count; the
-  first matching rule), else counts against `backoffLimit`, and is replaced at once (real
-  clusters wait 10 s, doubling; set `pod_backoff`). A suspended Job's pods get SIGTERM, then
-  SIGKILL after the grace period, and are deleted; they do not count as failures.
+- Jobs: see jobcontroller.py (the Job controller half of each pass).
 - Pods: Pending (PodScheduled) -> Running (podIP 127.0.0.1, startTime, Ready, container
   `running`) -> Succeeded / Failed with `terminated` {exitCode, reason Completed or Error,
   message, startedAt, finishedAt}; a signal is exit code 128+N. The message is the
   terminationMessagePath file, else (FallbackToLogsOnError after an error) the log's last 80
   lines / 2048 bytes, as the kubelet does. A Secret or ConfigMap that is missing leaves the
-  pod Pending with `waiting: CreateContainerConfigError`, retried every pass.
+  pod Pending with `waiting: CreateContainerConfigError`, retried every pass. A pod deleted
+  through the API (the server keeps it Terminating) gets SIGTERM, SIGKILL after its grace
+  period, its final status, and then the kubelet's `DELETE gracePeriodSeconds=0`.
 
 What is local, and how the differences are bridged (one machine, no containers):
 
@@ -51,184 +42,56 @@ What is local, and how the differences are bridged (one machine, no containers):
   host port as its containerPort (clients that read the pod, like a scraper, find it) and
   env/arg values equal to the original number are rewritten. The DNS names of an Indexed
   Job's pods (`<job>-<i>.<subdomain>[.<ns>[.svc[.cluster.local]]]`) in env/args become
-  127.0.0.1.
-- Not emulated: images, resource limits (so no OOMKilled), probes (Ready when running),
-  init containers, restartPolicy OnFailure, the pods' job-tracking finalizer (failures are
-  counted in memory; a kubelet restart takes terminal pods as already counted and fails the
-  pods it cannot find a process for as a lost node's pods are: DisruptionTarget).
+  127.0.0.1, but only when a headless Service named `<subdomain>` selects the pod, as cluster
+  DNS would resolve them; names in files or computed at run time are not rewritten.
+- Not emulated: images, resource limits (so no OOMKilled), securityContext (runAsUser,
+  readOnlyRootFilesystem: the process runs as the test's user and can write anywhere),
+  sizeLimit/ephemeral-storage eviction, probes (Ready when running), init containers,
+  restartPolicy OnFailure, admission (a missing ServiceAccount or PriorityClass, quota or Pod
+  Security never refuse a pod, so no FailedCreate), scheduling (one node, never
+  Unschedulable), preemption and eviction (DisruptionTarget only for pods a restarted kubelet
+  finds no process for, as PodGC marks a lost node's pods), IPv6 pod IPs.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import copy
 import logging
 import os
-import random
 import re
 import shutil
-import signal
-import socket
-import string
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
 from tuneloop.emulator.client import ApiError, JsonApi, resource_path
+from tuneloop.emulator.jobcontroller import JobController, _job_name
+from tuneloop.emulator.podrun import (
+    HOST_ENV, NODE_IP, UID_KEYS, ConfigError, ContainerRun, JobState, PodRun, now_rfc3339,
+)
 
 log = logging.getLogger("tuneloop.kubelet")
-
-INDEX_KEY = "batch.kubernetes.io/job-completion-index"
-JOB_NAME_KEYS = ("batch.kubernetes.io/job-name", "job-name")
-UID_KEYS = ("batch.kubernetes.io/controller-uid", "controller-uid")
-HOST_ENV = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
-FALLBACK_LINES, FALLBACK_BYTES, MESSAGE_BYTES = 80, 2048, 4096
-NODE_IP = "127.0.0.1"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value).timestamp()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ConfigError(Exception):
-    """The pod cannot start yet (CreateContainerConfigError): a Secret or ConfigMap is missing."""
-
-
-# --- one container process -------------------------------------------------------------------
-
-
-@dataclass
-class ContainerRun:
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-    termination_path: Path
-    fallback_to_logs: bool
-    started_at: str = field(default_factory=now_rfc3339)
-    finished_at: str | None = None
-    exit_code: int | None = None
-
-    def poll(self) -> int | None:
-        if self.exit_code is None and self.proc.poll() is not None:
-            code = self.proc.returncode
-            self.exit_code = 128 - code if code < 0 else code  # killed by signal N: 128+N, like runc
-            self.finished_at = now_rfc3339()
-        return self.exit_code
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)  # its own session: the children (torchrun workers) too
-            except ProcessLookupError:
-                pass
-
-    def message(self) -> str:
-        try:
-            text = self.termination_path.read_bytes()[:MESSAGE_BYTES].decode(errors="replace")
-        except OSError:
-            text = ""
-        if not text.strip() and self.fallback_to_logs and self.exit_code:
-            try:
-                lines = self.log_path.read_bytes().splitlines()[-FALLBACK_LINES:]
-            except OSError:
-                lines = []
-            text = b"\n".join(lines)[-FALLBACK_BYTES:].decode(errors="replace")
-        return text
-
-    def terminated(self) -> dict[str, Any]:
-        return {
-            "exitCode": self.exit_code,
-            "reason": "Completed" if self.exit_code == 0 else "Error",
-            "message": self.message(),
-            "startedAt": self.started_at,
-            "finishedAt": self.finished_at,
-            "containerID": f"local://{self.proc.pid}",
-        }
-
-
-@dataclass
-class PodRun:
-    """A pod this kubelet created and runs: its object's identity and its processes."""
-
-    namespace: str
-    name: str
-    uid: str
-    job_uid: str
-    index: int | None
-    job: dict[str, Any]
-    pod: dict[str, Any]
-    workdir: tempfile.TemporaryDirectory
-    containers: list[ContainerRun] = field(default_factory=list)
-    config_error: str | None = None
-    kill_deadline: float | None = None
-    delete_when_gone: bool = False
-    reported: str = "Pending"
-
-    @property
-    def started(self) -> bool:
-        return bool(self.containers)
-
-    def exited(self) -> bool:
-        return self.started and all(c.poll() is not None for c in self.containers)
-
-    def alive(self) -> bool:
-        return self.started and not self.exited()
-
-    def terminate(self, grace: float) -> None:
-        if self.kill_deadline is None:
-            self.kill_deadline = time.monotonic() + grace
-            for container in self.containers:
-                container.signal(signal.SIGTERM)
-
-    def enforce_grace(self) -> None:
-        if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
-            for container in self.containers:
-                container.signal(signal.SIGKILL)
-
-
-@dataclass
-class JobState:
-    """What the controller keeps per Job between passes."""
-
-    counted: set[str] = field(default_factory=set)  # pod uids already in status.succeeded/failed
-    host_ports: dict[int, int] = field(default_factory=dict)
-    next_start: float = 0.0  # pod_backoff: no new pod before this (monotonic)
-    backoff: float = 0.0
-    adopted: bool = False
-
 
 # --- the kubelet ----------------------------------------------------------------------------------
 
 
-class Kubelet:
+class Kubelet(JobController):
     def __init__(self, kubeconfig: str | os.PathLike | None, namespace: str | None, *, selector: str | None = None,
                  env: Mapping[str, str] | None = None, log_dir: str | os.PathLike | None = None,
-                 poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 0.0,
-                 max_grace: float | None = None, node_name: str = "tuneloop-local"):
+                 poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 10.0,
+                 pod_backoff_max: float = 360.0, max_grace: float | None = None, node_name: str = "tuneloop-local"):
         """Runs the pods of the Jobs in `namespace` (all namespaces when None) whose labels
         match `selector`; `env` is added to every container's (last, so it overrides);
         logs go to `log_dir` (a temp dir when None) as `<namespace>_<pod>_<container>.log`;
-        `max_grace` caps terminationGracePeriodSeconds."""
+        `max_grace` caps terminationGracePeriodSeconds; a failed pod is replaced after
+        `pod_backoff` s, doubling per failure up to `pod_backoff_max` (Kubernetes: 10 s, 6 min;
+        tests pass less)."""
         self.api = JsonApi(kubeconfig)
         self.namespace = namespace
         self.selector = selector
@@ -239,6 +102,8 @@ class Kubelet:
         self.poll_interval = poll_interval
         self.remap_ports = remap_ports
         self.pod_backoff = pod_backoff
+        self.pod_backoff_max = pod_backoff_max
+        self.departed: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)  # job uid -> pods deleted through the API
         self.max_grace = max_grace
         self.node_name = node_name
         self.runs: dict[str, PodRun] = {}  # pod uid -> run
@@ -370,6 +235,13 @@ class Kubelet:
             stopped = run.exited() or (not run.started and run.kill_deadline is not None)
             if stopped and (run.delete_when_gone or pod is None):
                 if pod is not None:
+                    if not run.stopped_by_controller:
+                        # Deleted through the API (a user, a drain): with the job-tracking
+                        # finalizer a real Job controller still counts it, as failed.
+                        if run.reported not in ("Succeeded", "Failed"):
+                            run.reported = "Failed"
+                            run.pod = {**run.pod, "status": {**(run.pod.get("status") or {}), "phase": "Failed"}}
+                        self.departed[run.job_uid].append(run.pod)
                     self.api.delete(resource_path("v1", "pods", run.namespace, run.name), gracePeriodSeconds="0")
                 run.workdir.cleanup()
                 del self.runs[uid]
@@ -537,10 +409,19 @@ class Kubelet:
         return container["name"], argv, env, cwd, termination, fallback
 
     def _pod_dns_names(self, run: PodRun) -> dict[str, str]:
+        """`<job>-<i>.<subdomain>...` -> 127.0.0.1, as cluster DNS answers them: only when a
+        headless Service named `subdomain` selects the Job's pods (a missing Service, a wrong
+        selector or a ClusterIP Service leaves the names unresolved, as on a real cluster)."""
         spec = run.pod["spec"]
         subdomain = spec.get("subdomain")
         completions = int(run.job["spec"].get("completions") or 1)
         if not subdomain or run.index is None:
+            return {}
+        service = self.api.get(resource_path("v1", "services", run.namespace, subdomain))
+        selector = ((service or {}).get("spec") or {}).get("selector") or {}
+        labels = run.pod["metadata"].get("labels") or {}
+        if service is None or service["spec"].get("clusterIP") != "None" or not selector or \
+                any(labels.get(k) != v for k, v in selector.items()):
             return {}
         names = {}
         job_name = _job_name(run.pod)
@@ -594,171 +475,6 @@ class Kubelet:
 
     # --- job controller ------------------------------------------------------------------------
 
-    def _sync_job(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
-        meta, spec = job["metadata"], job.get("spec") or {}
-        uid = meta["uid"]
-        state = self.jobs.setdefault(uid, JobState())
-        runs = {r.uid: r for r in self.runs.values() if r.job_uid == uid}
-        for run in runs.values():
-            run.job = job
-        # Our own pods as we last wrote them (this pass may have reported an exit).
-        pods = [runs[p["metadata"]["uid"]].pod if p["metadata"]["uid"] in runs else p for p in pods]
-        old = job.get("status") or {}
-        status = copy.deepcopy(old)
-        conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
-        now = now_rfc3339()
-        if not state.adopted:
-            self._adopt(state, pods, runs)
-        if _has(conditions, "Complete") or _has(conditions, "Failed"):
-            for run in runs.values():
-                run.terminate(self._grace(run.pod))
-            return
-
-        # Account pods that ended since the last pass (podFailurePolicy, backoffLimit).
-        indexed = spec.get("completionMode") == "Indexed"
-        completions = int(spec.get("completions") or 1)
-        done_indexes = _parse_indexes(status.get("completedIndexes", ""))
-        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
-            pod_uid, phase = pod["metadata"]["uid"], (pod.get("status") or {}).get("phase")
-            if pod_uid in state.counted or phase not in ("Succeeded", "Failed"):
-                continue
-            state.counted.add(pod_uid)
-            if phase == "Succeeded":
-                status["succeeded"] = int(status.get("succeeded") or 0) + 1
-                if indexed:
-                    done_indexes.add(_pod_index(pod) or 0)
-                continue
-            action, rule_message = _failure_action(spec.get("podFailurePolicy"), pod)
-            if action == "FailJob" and not _has(conditions, "FailureTarget"):
-                _set(conditions, "FailureTarget", "True", "PodFailurePolicy", rule_message, now)
-            if action != "Ignore":
-                status["failed"] = int(status.get("failed") or 0) + 1
-                state.backoff = max(self.pod_backoff, state.backoff * 2)
-                state.next_start = time.monotonic() + state.backoff
-        if indexed:
-            status["completedIndexes"] = _format_indexes(done_indexes)
-
-        suspended = bool(spec.get("suspend"))
-        if suspended:
-            if not _has(conditions, "Suspended"):
-                _set(conditions, "Suspended", "True", "JobSuspended", "Job suspended", now)
-        else:
-            if _has(conditions, "Suspended"):
-                _set(conditions, "Suspended", "False", "JobResumed", "Job resumed", now)
-                status["startTime"] = now  # Kubernetes resets it on every resume
-            status.setdefault("startTime", now)
-
-        backoff_limit = int(spec.get("backoffLimit", 6))
-        if not _has(conditions, "FailureTarget"):
-            if int(status.get("failed") or 0) > backoff_limit:
-                _set(conditions, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
-            elif spec.get("activeDeadlineSeconds") is not None and not suspended and status.get("startTime"):
-                started = _parse_time(status["startTime"]) or time.time()
-                if time.time() - started >= int(spec["activeDeadlineSeconds"]):
-                    _set(conditions, "FailureTarget", "True", "DeadlineExceeded", "Job was active longer than specified deadline", now)
-        succeeded = len(done_indexes) if indexed else int(status.get("succeeded") or 0)
-        if succeeded >= completions and not _has(conditions, "SuccessCriteriaMet") and not _has(conditions, "FailureTarget"):
-            _set(conditions, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods", now)
-
-        finishing = _has(conditions, "FailureTarget") or _has(conditions, "SuccessCriteriaMet")
-        active_runs = [r for r in self.runs.values() if r.job_uid == uid and r.reported not in ("Succeeded", "Failed")]
-        if finishing or suspended:
-            for run in active_runs:
-                run.terminate(self._grace(run.pod))
-                run.delete_when_gone = True  # the job controller deletes the pods it stops
-        else:
-            self._start_missing(job, state, active_runs, done_indexes if indexed else None, succeeded)
-            active_runs = [r for r in self.runs.values() if r.job_uid == uid and r.reported not in ("Succeeded", "Failed")]
-
-        stopping = [r for r in active_runs if r.kill_deadline is not None]
-        if not active_runs:
-            if cond := _get(conditions, "FailureTarget"):
-                _set(conditions, "Failed", "True", cond["reason"], cond["message"], now)
-            elif cond := _get(conditions, "SuccessCriteriaMet"):
-                _set(conditions, "Complete", "True", cond["reason"], cond["message"], now)
-                status["completionTime"] = now
-        status["active"] = len(active_runs) - len(stopping)
-        status["ready"] = sum(1 for r in active_runs if r.reported == "Running" and r.kill_deadline is None)
-        status["terminating"] = len(stopping)
-        for key in ("active", "succeeded", "failed"):
-            if not status.get(key):
-                status[key] = None  # omitted when zero, as Kubernetes writes it
-        if not conditions:
-            status["conditions"] = None
-        patch = {k: v for k, v in status.items() if old.get(k) != v}
-        if patch:
-            self.api.patch(resource_path("batch/v1", "jobs", meta["namespace"], meta["name"], "status"), {"status": patch})
-
-    def _adopt(self, state: JobState, pods: list[dict], runs: Mapping[str, PodRun]) -> None:
-        """First sight of a Job: its terminal pods were counted by whoever ran them; pods said
-        to be running that no process of ours backs are a lost node's pods (as PodGC marks them)."""
-        state.adopted = True
-        for pod in pods:
-            uid, phase = pod["metadata"]["uid"], (pod.get("status") or {}).get("phase")
-            if uid in runs:
-                continue
-            if phase in ("Succeeded", "Failed"):
-                state.counted.add(uid)
-            else:
-                now = now_rfc3339()
-                status = {"phase": "Failed", "conditions": [
-                    {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
-                     "message": "PodGC: node no longer exists", "lastTransitionTime": now}]}
-                pod["status"] = {**(pod.get("status") or {}), **status}
-                self.api.patch(resource_path("v1", "pods", pod["metadata"]["namespace"], pod["metadata"]["name"], "status"),
-                               {"status": status})
-
-    def _start_missing(self, job: dict, state: JobState, active: list[PodRun], done_indexes: set[int] | None,
-                       succeeded: int) -> None:
-        if time.monotonic() < state.next_start:
-            return
-        spec = job["spec"]
-        completions = int(spec.get("completions") or 1)
-        if done_indexes is not None:
-            busy = {r.index for r in active}
-            wanted: list[int | None] = [i for i in range(completions) if i not in done_indexes and i not in busy]
-            wanted = wanted[: max(0, int(spec.get("parallelism", completions)) - len(active))]
-        else:
-            count = min(int(spec.get("parallelism", 1)), completions - succeeded) - len(active)
-            wanted = [None] * max(0, count)
-        if wanted and self.remap_ports and not state.host_ports:
-            for container in spec["template"]["spec"].get("containers") or ():
-                for port in container.get("ports") or ():
-                    state.host_ports.setdefault(int(port["containerPort"]), free_port())
-        for index in wanted:
-            self._create_pod(job, state, index)
-
-    def _create_pod(self, job: dict, state: JobState, index: int | None) -> None:
-        meta, template = job["metadata"], copy.deepcopy(job["spec"]["template"])
-        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-        name = f"{meta['name']}-{index}-{suffix}" if index is not None else f"{meta['name']}-{suffix}"
-        labels = {**(template.get("metadata") or {}).get("labels", {})}
-        labels.update({key: meta["name"] for key in JOB_NAME_KEYS})
-        labels.update({key: meta["uid"] for key in UID_KEYS})
-        annotations = {**(template.get("metadata") or {}).get("annotations", {})}
-        pod_spec = template["spec"]
-        if index is not None:
-            labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
-            pod_spec.setdefault("hostname", f"{meta['name']}-{index}")
-        pod_spec["nodeName"] = self.node_name
-        for container in pod_spec.get("containers") or ():
-            for port in container.get("ports") or ():
-                port["containerPort"] = state.host_ports.get(int(port["containerPort"]), port["containerPort"])
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels, "annotations": annotations,
-                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
-                                              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
-            "spec": pod_spec,
-        }
-        created = self.api.request("POST", resource_path("v1", "pods", meta["namespace"]), pod)
-        run = PodRun(meta["namespace"], name, created["metadata"]["uid"], meta["uid"], index, job, created,
-                     tempfile.TemporaryDirectory(prefix=f"tuneloop-pod-{name}-"))
-        self.runs[run.uid] = run
-        self._patch_pod_status(run, {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]})
-        self._start_containers(run)
-
 
 # --- pure helpers -------------------------------------------------------------------------------
 
@@ -791,71 +507,3 @@ def _field(pod: Mapping[str, Any], path: str) -> str:
     return str(simple[path] or "")
 
 
-def _job_name(pod: Mapping[str, Any]) -> str:
-    return (pod.get("metadata") or {}).get("labels", {}).get(JOB_NAME_KEYS[0], "")
-
-
-def _pod_index(pod: Mapping[str, Any]) -> int | None:
-    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_KEY)
-    return int(value) if value not in (None, "") else None
-
-
-def _get(conditions: Iterable[Mapping[str, Any]], type_: str) -> dict | None:
-    return next((dict(c) for c in conditions if c.get("type") == type_ and c.get("status") == "True"), None)
-
-
-def _has(conditions: Iterable[Mapping[str, Any]], type_: str) -> bool:
-    return _get(conditions, type_) is not None
-
-
-def _set(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, now: str) -> None:
-    for cond in conditions:
-        if cond.get("type") == type_:
-            if cond.get("status") != status:
-                cond["lastTransitionTime"] = now
-            cond.update(status=status, reason=reason, message=message, lastProbeTime=now)
-            return
-    conditions.append({"type": type_, "status": status, "reason": reason, "message": message,
-                       "lastProbeTime": now, "lastTransitionTime": now})
-
-
-def _failure_action(policy: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> tuple[str, str]:
-    """(action, message) of the first podFailurePolicy rule matching a failed pod; Count if none."""
-    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    for number, rule in enumerate((policy or {}).get("rules") or ()):
-        if on_codes := rule.get("onExitCodes"):
-            for cs in status.get("containerStatuses") or ():
-                if on_codes.get("containerName") and cs.get("name") != on_codes["containerName"]:
-                    continue
-                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
-                if code is None or code == 0:
-                    continue
-                inside = code in (on_codes.get("values") or ())
-                if inside == (on_codes.get("operator", "In") == "In"):
-                    return rule["action"], (f"Container {cs['name']} for pod {meta.get('namespace')}/{meta.get('name')} "
-                                            f"failed with exit code {code} matching {rule['action']} rule at index {number}")
-        for wanted in rule.get("onPodConditions") or ():
-            for cond in status.get("conditions") or ():
-                if cond.get("type") == wanted.get("type") and cond.get("status") == wanted.get("status", "True"):
-                    return rule["action"], (f"Pod {meta.get('namespace')}/{meta.get('name')} has condition {cond['type']} "
-                                            f"matching {rule['action']} rule at index {number}")
-    return "Count", ""
-
-
-def _parse_indexes(text: str) -> set[int]:
-    out: set[int] = set()
-    for part in filter(None, (text or "").split(",")):
-        low, _, high = part.partition("-")
-        out.update(range(int(low), int(high or low) + 1))
-    return out
-
-
-def _format_indexes(indexes: set[int]) -> str:
-    """`1,3-5`: the completedIndexes format."""
-    parts, ordered = [], sorted(indexes)
-    while ordered:
-        start = end = ordered.pop(0)
-        while ordered and ordered[0] == end + 1:
-            end = ordered.pop(0)
-        parts.append(str(start) if start == end else f"{start}-{end}")
-    return ",".join(parts)

@@ -18,8 +18,12 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
 # Resources whose names must be DNS labels (they become DNS names or label values).
-_LABEL_NAMED = frozenset({("", "namespaces"), ("", "services")})
+_LABEL_NAMED = frozenset({("", "namespaces")})
+# Service names are DNS-1035 labels: a leading letter (ValidateServiceName).
+_1035_NAMED = frozenset({("", "services")})
 # RBAC names are path segments: `system:controller:job-controller` is a valid ClusterRole.
 _PATH_SEGMENT_GROUPS = frozenset({"rbac.authorization.k8s.io"})
 
@@ -28,6 +32,11 @@ def name_errors(resource: kmock.resource, name: str) -> list[str]:
     if resource.group in _PATH_SEGMENT_GROUPS:
         if name in (".", "..") or "/" in name or "%" in name:
             return [f"metadata.name: Invalid value: {name!r}: may not contain '/' or '%'"]
+        return []
+    if (resource.group, resource.plural) in _1035_NAMED:
+        if len(name) > 63 or not _DNS_1035_LABEL.match(name):
+            return [f"metadata.name: Invalid value: {name!r}: a DNS-1035 label must consist of lower case alphanumeric "
+                    f"characters or '-', start with an alphabetic character, and end with an alphanumeric character"]
         return []
     if (resource.group, resource.plural) in _LABEL_NAMED:
         if len(name) > 63 or not _DNS_LABEL.match(name):

@@ -21,6 +21,10 @@ PLURAL = "finetunejobs"
 
 LABEL_FINETUNEJOB = "tuneloop.dev/finetunejob"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
+KUEUE_API = "/apis/kueue.x-k8s.io/v1beta1"
+# On the Job: we deactivated its Kueue Workload for spec.runPolicy.suspend, and reactivate it on resume.
+ANNOTATION_WORKLOAD_DEACTIVATED = "tuneloop.dev/workload-deactivated"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 CONTAINER = "trainer"
@@ -56,7 +60,8 @@ class TrainerDefaults:
     master_port: int = MASTER_PORT
     # The trainer checkpoints on SIGTERM; give it time to finish the upload (issue 3).
     termination_grace_seconds: int = 120
-    run_as_user: int = 1000
+    # The trainer image's own user (Dockerfile.trainer: USER 65532), so files it owns stay readable.
+    run_as_user: int = 65532
 
 
 # --- names: deterministic, so a restart finds the children it made before ---------------
@@ -247,14 +252,19 @@ def build_security_context(defaults: TrainerDefaults = TrainerDefaults()) -> tup
     return pod, container
 
 
-def build_volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def build_volumes(owner: Owner, spec: FineTuneJobSpec | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): config read-only; writable emptyDirs since the root fs is read-only."""
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec is not None and spec.resources.memory is not None:
+        # tmpfs pages count against the memory limit; without a sizeLimit it is sized to the
+        # node's allocatable memory (issue 9).
+        shm["sizeLimit"] = spec.resources.memory
     volumes = [
         {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
         # PyTorch DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "dshm", "emptyDir": shm},
     ]
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -265,15 +275,37 @@ def build_volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, An
     return volumes, mounts
 
 
-def build_pod_failure_policy() -> dict[str, Any]:
+def build_pod_failure_policy(nodes: int = 1) -> dict[str, Any]:
+    """What the Job controller does with a failed pod.
+
+    One node: the Job controller replaces the pod, counted against backoffLimit.
+    Several nodes: every failure fails the whole Job at once, and the operator re-creates it
+    (a group restart from the newest checkpoint, counted once; see `status.group_restart`).
+    Replacing one rank of a static torchrun rendezvous leaves its peers blocked in collectives
+    until they time out and fail one by one, each counted (issue 9).
+    """
+    bad_input = {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}}
+    out_of_memory = {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_OUT_OF_MEMORY]}}
+    disruption = [{"type": "DisruptionTarget", "status": "True"}]
+    if nodes > 1:
+        return {
+            "rules": [
+                bad_input,
+                out_of_memory,
+                # A preempted or drained rank: the group restarts, and the operator does not
+                # count it (it reads DisruptionTarget on the pods; their peers have none).
+                {"action": "FailJob", "onPodConditions": disruption},
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]}},
+            ]
+        }
     return {
         "rules": [
             # Bad config or data (exit 2): fail at once, a retry would fail the same way.
-            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            bad_input,
             # Out of GPU memory (exit 3): the same model and batch fail the same way on a retry.
-            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_OUT_OF_MEMORY]}},
+            out_of_memory,
             # Preemption and node drain are not the trainer's fault: retry without counting.
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "Ignore", "onPodConditions": disruption},
         ]
     }
 
@@ -281,7 +313,7 @@ def build_pod_failure_policy() -> dict[str, Any]:
 def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
     res = spec.resources
     pod_security, container_security = build_security_context(defaults)
-    volumes, mounts = build_volumes(owner)
+    volumes, mounts = build_volumes(owner, spec)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or defaults.image,
@@ -317,6 +349,8 @@ def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDef
         pod["subdomain"] = service_name(owner.name)
     if spec.storage.service_account_name is not None:
         pod["serviceAccountName"] = spec.storage.service_account_name
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret.name} for secret in spec.image_pull_secrets]
     if res.node_selector:
         pod["nodeSelector"] = dict(res.node_selector)
     if res.tolerations:
@@ -344,9 +378,10 @@ def build_trainer_job(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefa
     job_spec: dict[str, Any] = {
         # With a Kueue queue the Job starts suspended and Kueue admits it (never us).
         "suspend": bool(policy.suspend or policy.queue_name),
-        # A failed multi-node attempt fails every rank, so allow `nodes` pod failures per retry.
-        "backoffLimit": policy.backoff_limit * res.nodes,
-        "podFailurePolicy": build_pod_failure_policy(),
+        # One node: the Job controller retries. Several: any failure fails the Job, and the
+        # operator restarts the group (it counts the attempts against backoffLimit itself).
+        "backoffLimit": policy.backoff_limit if res.nodes == 1 else 0,
+        "podFailurePolicy": build_pod_failure_policy(res.nodes),
         "template": build_pod_template(owner, spec, defaults),
     }
     # No ttlSecondsAfterFinished: the operator deletes the Job itself once the final status
@@ -372,17 +407,69 @@ def build_children(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefault
     return children
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A child's name is taken: why, and whether anything but a person can end it."""
+
+    reason: str
+    message: str
+    stalled: bool
+
+
+def check_existing_child(existing: Mapping[str, Any], wanted: Mapping[str, Any], owner: Owner) -> tuple[Blocked | None, dict | None]:
+    """(blocked, patch) for a child whose create answered 409 with `existing`.
+
+    Mine: fine; a ConfigMap with other data (rendered from an earlier spec) gets `patch`, so
+    the Job never trains with another spec's config. A predecessor's (same name, old uid) or
+    one being deleted: wait for the garbage collector. Anyone else's: a name conflict only a
+    person can resolve (issue 9).
+    """
+    meta = existing.get("metadata") or {}
+    kind, name = wanted["kind"], wanted["metadata"]["name"]
+    refs = meta.get("ownerReferences") or ()
+    if meta.get("deletionTimestamp"):
+        return Blocked("WaitingForOldChildren", f"{kind} {name} of an earlier FineTuneJob is being deleted; "
+                       "waiting for the garbage collector", stalled=False), None
+    if any(ref.get("uid") == owner.uid for ref in refs):
+        if kind == "ConfigMap" and existing.get("data") != wanted.get("data"):
+            return None, {"data": dict(wanted["data"])}
+        return None, None
+    if any(ref.get("kind") == KIND and ref.get("name") == owner.name and ref.get("controller") for ref in refs):
+        return Blocked("WaitingForOldChildren", f"{kind} {name} belongs to an earlier FineTuneJob named {owner.name}; "
+                       "waiting for the garbage collector to delete it", stalled=False), None
+    return Blocked("NameConflict", f"a {kind} named {name} already exists and is not this FineTuneJob's: "
+                   f"delete it, or rename the FineTuneJob", stalled=True), None
+
+
 def job_suspend_patch(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> dict[str, Any] | None:
     """The patch that brings the Job's `suspend` to what the user asked, or None.
 
-    With a Kueue queue we only ever suspend: admission (suspend=false) is Kueue's call.
+    With a Kueue queue, never: Kueue owns the Job's `suspend` and un-suspends an admitted Job
+    whatever we write, so the two would fight and the pods churn (kueue#1726). A user suspend
+    goes through the Workload instead (`workload_active_change`).
     """
+    if spec.run_policy.queue_name:
+        return None
     actual = bool((job.get("spec") or {}).get("suspend", False))
     wanted = spec.run_policy.suspend
-    if wanted and not actual:
-        return {"spec": {"suspend": True}}
-    if not wanted and actual and not spec.run_policy.queue_name:
-        return {"spec": {"suspend": False}}
+    if wanted != actual:
+        return {"spec": {"suspend": wanted}}
+    return None
+
+
+def workload_active_change(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> bool | None:
+    """With a Kueue queue: the Workload's `spec.active` to set for `runPolicy.suspend`, or None.
+
+    Deactivating a Workload makes Kueue evict and suspend its Job (and never admit it while
+    inactive); we mark the Job, so a resume knows to reactivate it, with no API read per pass.
+    """
+    if not spec.run_policy.queue_name:
+        return None
+    marked = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_WORKLOAD_DEACTIVATED) == "true"
+    if spec.run_policy.suspend and not marked:
+        return False
+    if not spec.run_policy.suspend and marked:
+        return True
     return None
 
 

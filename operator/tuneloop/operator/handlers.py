@@ -23,20 +23,21 @@ import kopf
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.api.validate import parse_spec
+from tuneloop.api.validate import check_child_names, parse_spec
 from tuneloop.operator import metrics
 from tuneloop.operator.allowlist import AllowLists, check_allowed
 from tuneloop.operator.builders import (
-    GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Owner, build_children, check_names, job_name, job_suspend_patch,
-    unapplied_changes,
+    ANNOTATION_WORKLOAD_DEACTIVATED, GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children,
+    check_existing_child, check_names, job_name, job_suspend_patch, unapplied_changes, workload_active_change,
 )
 from tuneloop.operator.config import OperatorConfig
-from tuneloop.operator.kube import Kube
+from tuneloop.operator.kube import Forbidden, Kube
 from tuneloop.operator.scrape import (
     fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
 )
 from tuneloop.operator.status import (
-    INVALID_SPEC, SUCCEEDED, TERMINAL, derive_status, parse_time, status_patch, transition_events,
+    CHILD_REJECTED, INVALID_SPEC, RECOVERABLE, SUCCEEDED, TERMINAL, derive_status, group_restart, parse_time, status_patch,
+    transition_events,
 )
 
 FTJ = (GROUP, VERSION, PLURAL)
@@ -67,6 +68,12 @@ def owned_job(index: kopf.Index, namespace: str, name: str, uid: str) -> dict | 
     return next((job for job in index.get((namespace, name), ()) if _owned_by(job, uid)), None)
 
 
+def lingering_pods(index: kopf.Index, namespace: str, name: str) -> list[dict]:
+    """Pods of this name's earlier Jobs that still run: a new Job waits for them (issue 9)."""
+    return [p for p in index.get((namespace, name), ())
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
 def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, Any] | None) -> list[dict]:
     if job is None:
         return []
@@ -90,7 +97,8 @@ def parse(spec: Mapping[str, Any], name: str, namespace: str,
     try:
         parsed, problems = parse_spec("FineTuneJob", dict(spec), namespace)
         if parsed is not None:
-            problems = problems + check_names(name, parsed) + check_allowed(parsed, allowed)
+            names = check_child_names("FineTuneJob", name, parsed) or check_names(name, parsed)
+            problems = problems + names + check_allowed(parsed, allowed)
         return parsed, problems
     except Exception as err:  # noqa: BLE001 - see above
         return None, [Problem("spec", f"could not be parsed ({type(err).__name__}: {err}); "
@@ -142,19 +150,52 @@ def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems
     raise error
 
 
-def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJobSpec, config: OperatorConfig) -> None:
-    """Create whatever child is missing; 409 means it is there. Never a second Job."""
+def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJobSpec, config: OperatorConfig) -> Blocked | None:
+    """Create whatever child is missing, in order, the Job last. Never a second Job.
+
+    A 409 is read, not trusted: a predecessor's or a stranger's child of the same name stops
+    here (Blocked), before the Job, so no pod mounts a config rendered from another spec.
+    The owner is read first: a handler still running for a FineTuneJob just deleted (and
+    perhaps re-created under its name) must not make children for it.
+    """
+    live = kube.read(f"/apis/{GROUP}/{VERSION}/namespaces/{owner.namespace}/{PLURAL}/{owner.name}")
+    live_meta = (live or {}).get("metadata") or {}
+    if live_meta.get("uid") != owner.uid or live_meta.get("deletionTimestamp"):
+        return None
     for manifest in build_children(owner, spec, config.trainer):
-        if kube.create(manifest) and manifest["kind"] == "Job":
-            kopf.event(body, type="Normal", reason="Created", message=f"created Job {manifest['metadata']['name']}")
+        meta = manifest["metadata"]
+        try:
+            existing = kube.create_or_read(manifest)
+        except Forbidden as exc:
+            return Blocked("Forbidden", f"{exc}; grant the operator's ServiceAccount this (see the chart's RBAC: "
+                           f"blockOwnerDeletion needs update on finetunejobs/finalizers)", stalled=True)
+        if existing is None:
+            if manifest["kind"] == "Job":
+                kopf.event(body, type="Normal", reason="Created", message=f"created Job {meta['name']}")
+            continue
+        blocked, update = check_existing_child(existing, manifest, owner)
+        if blocked is not None:
+            return blocked
+        if update is not None:
+            kube.patch(manifest["kind"], meta["namespace"], meta["name"], update)
+    return None
 
 
 def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mapping[str, Any] | None) -> None:
     if job is None:
         return
+    meta = job["metadata"]
     change = job_suspend_patch(spec, job)
     if change is not None:
-        kube.patch_job(job["metadata"]["namespace"], job["metadata"]["name"], change)
+        kube.patch_job(meta["namespace"], meta["name"], change)
+    active = workload_active_change(spec, job)
+    if active is not None and kube.set_workload_active(meta["namespace"], meta["uid"], active):
+        mark = None if active else "true"
+        kube.patch_job(meta["namespace"], meta["name"], {"metadata": {"annotations": {ANNOTATION_WORKLOAD_DEACTIVATED: mark}}})
+
+
+def suspend_out_of_sync(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> bool:
+    return job_suspend_patch(spec, job) is not None or workload_active_change(spec, job) is not None
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -165,8 +206,8 @@ def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mappin
 @kopf.on.update(*FTJ, field="spec", id="update")
 @metrics.instrumented(KIND, "reconcile")
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
-              patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, old: Any, new: Any, reason: str,
-              **_: Any) -> None:
+              patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, old: Any, new: Any,
+              reason: str, **_: Any) -> None:
     parsed, problems = parse(spec, name, namespace, memo.config.allowed)
     if problems:
         reject(body, memo, status, problems, patch)
@@ -176,27 +217,30 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
     if is_finished(current):
         return  # its Job may be gone on purpose (TTL); never train again
     job = owned_job(trainer_jobs, namespace, name, uid)
-    if job is None:
+    lingering = lingering_pods(trainer_pods, namespace, name) if job is None else []
+    blocked = None
+    if job is None and not lingering:  # else the status timer creates it once they are gone
         try:
-            ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+            blocked = ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
         except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
-            reject(body, memo, status, [Problem("spec", str(exc))], patch, reason="ChildRejected")
+            reject(body, memo, status, [Problem("spec", str(exc))], patch, reason=CHILD_REJECTED)
     else:
         sync_suspend(memo.kube, body, parsed, job)
         ignored = unapplied_changes(old or {}, new or {}) if reason == "update" else []
         if ignored:
             kopf.event(body, type="Warning", reason="SpecChangeNotApplied",
                        message=f"the running Job keeps its pod template; not applied: {', '.join(ignored)}")
-    if not current.get("phase") or current.get("reason") == INVALID_SPEC:
+    if not current.get("phase") or current.get("reason") in RECOVERABLE or blocked is not None:
         # The first status (or the first after a fixed spec); the `status` timer takes it from here.
-        new = derive_status(job, [], spec=parsed, generation=body.metadata.get("generation", 1), previous=current, now=now())
+        new = derive_status(job, lingering, spec=parsed, generation=body.metadata.get("generation", 1), previous=current,
+                            now=now(), blocked=blocked)
         new["jobName"] = job_name(name)
         write_status(body, memo, current, new, patch)
 
 
 def is_finished(status: Mapping[str, Any]) -> bool:
     """Succeeded or Failed for good (an invalid spec can still be fixed)."""
-    return (status or {}).get("phase") in TERMINAL and (status or {}).get("reason") != INVALID_SPEC
+    return (status or {}).get("phase") in TERMINAL and (status or {}).get("reason") not in RECOVERABLE
 
 
 def _is_active(status: Mapping[str, Any], **_: Any) -> bool:
@@ -215,22 +259,36 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
                          patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
                          **_: Any) -> None:
     current = last_status(body, memo, status)
-    if is_finished(current):
-        return  # the watch event that stops this timer is on its way
+    if is_finished(current) or body.metadata.get("deletionTimestamp"):
+        return  # the watch event that stops this timer is on its way; never re-create while deleting
     config: OperatorConfig = memo.config
     parsed, problems = parse_cached(memo, body, spec)
     job = owned_job(trainer_jobs, namespace, name, uid)
 
+    pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
+    restarted = blocked = None
     if parsed is not None and not problems:
-        if job is None:
-            # Deleted behind our back: recreate it; the trainer resumes from the checkpoint.
-            await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
-        elif job_suspend_patch(parsed, job) is not None:  # pure check first: no thread hop per pass
+        if job is None and not pods:
+            # Deleted behind our back, or by a group restart: (re)create it; the trainer
+            # resumes from the newest checkpoint.
+            blocked = await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
+        elif job is None:
+            pass  # the previous Job's pods still run: never two generations at once
+        elif restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now()):
+            meta = job["metadata"]
+            deleted = await asyncio.to_thread(memo.kube.delete_job, namespace, meta["name"], uid=meta["uid"], foreground=True)
+            # Counted once per Job: until the watch shows it deleting, a later pass deletes it again.
+            if deleted and memo.restarted.get(uid) != meta["uid"]:
+                memo.restarted[uid] = meta["uid"]
+                restarted = restart
+                kopf.event(body, type="Warning", reason="GroupRestart", message=restart.message)
+        elif suspend_out_of_sync(parsed, job):  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
 
-    pods = owned_pods(trainer_pods, namespace, name, job)
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
-                        previous=current, now=now(), unschedulable_after=config.unschedulable_after)
+                        previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked)
+    if restarted is not None and restarted.counted:
+        new["attempts"] = int(current.get("attempts") or 1) + 1
     if new.get("phase") == SUCCEEDED and parsed is not None:
         if final_report_pending(job, pods, now()):
             return  # the pod's final state is a watch event behind the Job's: its report comes next pass
@@ -300,7 +358,17 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go with the garbage collector (ownerReferences); data in S3 is never touched."""
     memo.written.pop(body.metadata.uid, None)
     memo.parsed.pop(body.metadata.uid, None)
+    getattr(memo, "restarted", {}).pop(body.metadata.uid, None)
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
+
+
+@kopf.on.event(*FTJ, id="forget-deleted")
+def forget_deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The same on the DELETED event: a finished FineTuneJob has no kopf finalizer left (its
+    handlers are done), so the delete handler above never runs for it, and its memo and
+    phase gauge would stay for the life of the operator (issue 9)."""
+    if type == "DELETED":
+        forget(body=body, memo=memo)
 
 
 @kopf.on.probe(id="finetunejobs")

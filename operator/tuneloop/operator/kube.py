@@ -42,6 +42,10 @@ def _load_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(config)
 
 
+class Forbidden(kopf.TemporaryError):
+    """403: retried, and shown in status by callers that can (only an administrator can fix it)."""
+
+
 def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = PATHS[kind]
     return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
@@ -54,6 +58,11 @@ class Kube:
     def _request(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
                  content_type: str = "application/json", ok: tuple[int, ...] = ()) -> int:
         """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error."""
+        return self._call(what, method, path, body, query=query, content_type=content_type, ok=ok)[0]
+
+    def _call(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
+              content_type: str = "application/json", ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
+        """(HTTP status, body) for 2xx or one of `ok`; anything else raised as a kopf error."""
         if query:
             path = f"{path}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -66,11 +75,16 @@ class Kube:
             raise kopf.TemporaryError(f"{what}: {exc}", delay=RETRY_DELAY) from exc
         status = response.status
         if 200 <= status < 300 or status in ok:
-            return status
+            return status, response.data or b""
         detail = _message(response.data)
         if status in (400, 422):
             # The API refused what we built: retrying the same manifest cannot help.
             raise kopf.PermanentError(f"{what}: rejected by the API server ({status}): {detail}")
+        if status == 403:
+            # RBAC (or OwnerReferencesPermissionEnforcement on blockOwnerDeletion): retried,
+            # but loudly, since only an administrator can fix it (issue 9).
+            log.error("%s: forbidden (403): %s; check the operator's RBAC (helm/tuneloop templates)", what, detail)
+            raise Forbidden(f"{what}: forbidden: {detail}", delay=RETRY_DELAY)
         raise kopf.TemporaryError(f"{what}: {status}: {detail}", delay=RETRY_DELAY)
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
@@ -84,15 +98,61 @@ class Kube:
         log.info("Created %s %s/%s", kind, meta["namespace"], meta["name"])
         return True
 
+    def create_or_read(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a namespaced child: None if created now, else the object already there (on
+        409), for the caller to check whose it is: a name can be held by a predecessor's
+        child the garbage collector has not removed yet, or by someone else's (issue 9)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        what = f"create {kind} {meta['namespace']}/{meta['name']}"
+        status, _ = self._call(what, "POST", resource_path(kind, meta["namespace"]), dict(manifest),
+                               query={"fieldManager": FIELD_MANAGER}, ok=(409,))
+        if status != 409:
+            log.info("Created %s %s/%s", kind, meta["namespace"], meta["name"])
+            return None
+        status, data = self._call(f"read {kind} {meta['namespace']}/{meta['name']}", "GET",
+                                  resource_path(kind, meta["namespace"], meta["name"]), ok=(404,))
+        if status == 404:  # collected between our two calls: the next pass creates it
+            return {"metadata": {"name": meta["name"], "deletionTimestamp": "gone"}}
+        return json.loads(data)
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        """GET an object by its API path; None if there is none."""
+        status, data = self._call(f"read {path}", "GET", path, ok=(404,))
+        return None if status == 404 else json.loads(data)
+
+    def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self._request(f"patch {kind} {namespace}/{name}", "PATCH", resource_path(kind, namespace, name), dict(patch),
+                      query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
+
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        """Set `spec.active` of the Kueue Workload of the Job with this uid; False when Kueue
+        has not made it yet (or is not installed): try again later."""
+        from tuneloop.operator.builders import KUEUE_API, LABEL_KUEUE_JOB_UID
+
+        path = f"{KUEUE_API}/namespaces/{namespace}/workloads"
+        status, data = self._call(f"list Kueue Workloads in {namespace}", "GET", path,
+                                  query={"labelSelector": f"{LABEL_KUEUE_JOB_UID}={job_uid}"}, ok=(404,))
+        items = json.loads(data).get("items") or [] if status != 404 else []
+        for workload in items:
+            name = workload["metadata"]["name"]
+            self._request(f"patch Workload {namespace}/{name}", "PATCH", f"{path}/{name}", {"spec": {"active": active}},
+                          query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
+        return bool(items)
+
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch Job {namespace}/{name}", "PATCH", resource_path("Job", namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
 
-    def delete_job(self, namespace: str, name: str) -> bool:
-        """Delete the Job and (in the background) its pods; False if it was already gone."""
-        status = self._request(f"delete Job {namespace}/{name}", "DELETE", resource_path("Job", namespace, name),
-                               query={"propagationPolicy": "Background"}, ok=(404,))
-        return status != 404
+    def delete_job(self, namespace: str, name: str, *, uid: str | None = None, foreground: bool = False) -> bool:
+        """Delete the Job and its pods; False if it was already gone (or, given `uid`, replaced).
+
+        Foreground: the Job stays (with a deletionTimestamp) until its pods are gone, so a
+        Job re-created under the same name never runs beside the old pods.
+        """
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}} if uid else None
+        status = self._request(f"delete Job {namespace}/{name}", "DELETE", resource_path("Job", namespace, name), body,
+                               query={"propagationPolicy": "Foreground" if foreground else "Background"}, ok=(404, 409))
+        return status not in (404, 409)
 
 
 def _message(data: bytes | None) -> str:

@@ -104,7 +104,9 @@ def metrics_url(pods: Sequence[Mapping[str, Any]]) -> str | None:
             port = next((p.get("containerPort") for p in container.get("ports") or () if p.get("name") == "metrics"), None)
     if port is None:
         return None
-    return f"http://{pod['status']['podIP']}:{port}/metrics"
+    ip = pod["status"]["podIP"]
+    host = f"[{ip}]" if ":" in ip else ip  # an IPv6 pod IP needs brackets in a URL (RFC 3986)
+    return f"http://{host}:{port}/metrics"
 
 
 def merge_scrape(current: Mapping[str, Any] | None, scraped: Mapping[str, Any]) -> dict[str, Any]:

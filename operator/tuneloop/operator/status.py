@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
+from tuneloop.operator.builders import ANNOTATION_COMPLETION_INDEX, CONTAINER, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, Blocked
 
 PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SUSPENDED = "Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
@@ -23,9 +23,15 @@ CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Succeeded", "Failed", "Su
 # Fields derive_status owns; progress, metrics and checkpoints come from the trainer (scrape.py).
 OWNED = ("phase", "reason", "message", "observedGeneration", "conditions", "attempts", "startTime", "completionTime", "jobName")
 INVALID_SPEC = "InvalidSpec"
+CHILD_REJECTED = "ChildRejected"
+# Failed, but a corrected spec tries again: nothing ran (issue 9).
+RECOVERABLE = frozenset({INVALID_SPEC, CHILD_REJECTED})
 # Pending that long with the scheduler saying no is worth a Stalled condition, not a shrug.
 UNSCHEDULABLE_AFTER_SECONDS = 300.0
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+# The kubelet retries these forever, but nothing changes until someone fixes the cluster
+# (a missing Secret, ConfigMap or key; a bad command): Stalled, with the kubelet's words.
+START_FAILURE_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 ERROR_PREFIX = "tuneloop-train: error:"  # the trainer's last word on a failure (trainer cli.py)
 
 
@@ -122,6 +128,9 @@ def pod_problem(pod: Mapping[str, Any], now: datetime, unschedulable_after: floa
     waiting = _dig(state, "state", "waiting")
     if waiting and waiting.get("reason") in IMAGE_PULL_REASONS:
         return "ImagePullBackOff", f"pod {name} cannot pull its image: {waiting.get('message') or waiting.get('reason')}"
+    if waiting and waiting.get("reason") in START_FAILURE_REASONS:
+        return waiting["reason"], (f"pod {name} cannot start its container: {waiting.get('message') or waiting['reason']}"
+                                   " (check spec.storage.credentialsSecret, spec.env and their keys)")
     for cond in _dig(pod, "status", "conditions", default=()):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
             since = parse_time(cond.get("lastTransitionTime")) or now
@@ -140,11 +149,65 @@ def _newest_failure(pods: Sequence[Mapping[str, Any]], now: datetime) -> tuple[s
     return None
 
 
+def _disrupted(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+               for c in _dig(pod, "status", "conditions", default=()))
+
+
+def _first_failure(pods: Sequence[Mapping[str, Any]], now: datetime) -> tuple[str, str] | None:
+    """The rank that failed first (its peers fail after it, or are stopped by the Job controller)."""
+    failed = [p for p in pods if _dig(p, "status", "phase") == "Failed"]
+    failed.sort(key=lambda p: (trainer_terminated(p).get("finishedAt") or "~", _dig(p, "metadata", "creationTimestamp", default="")))
+    for pod in failed:
+        if found := pod_problem(pod, now):
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class GroupRestart:
+    """A multi-node attempt failed: the operator deletes the whole Job and re-creates it."""
+
+    counted: bool  # False when a rank was disrupted (preempted, drained): it costs no retry
+    message: str
+
+
+def group_restart(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
+                  attempts: int, now: datetime) -> GroupRestart | None:
+    """Whether a failed multi-node Job is restarted as a group; None when it is final.
+
+    Why the operator and not JobSet: JobSet (`failurePolicy.maxRestarts`) does the same, but
+    is an add-on most clusters lack; a Job the operator deletes (foreground, so the Job is gone
+    only once its pods are) and re-creates under the same name needs nothing but batch/v1, and
+    the trainer resumes from the newest checkpoint either way (issue 9).
+    A Job is final only once `Failed` is written (1.31+: after its pods have terminated), so
+    two attempts never run side by side.
+    """
+    if job is None or spec is None or spec.resources.nodes <= 1 or not _condition(job, "Failed"):
+        return None
+    if _dig(job, "metadata", "deletionTimestamp"):
+        return None  # already being replaced
+    if _condition(job, "Failed").get("reason") == "DeadlineExceeded":
+        return None
+    failed = [p for p in pods if _dig(p, "status", "phase") == "Failed"]
+    if any(trainer_terminated(p).get("exitCode") in (EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY) for p in failed):
+        return None  # bad config or data, or out of GPU memory: every attempt would fail the same way
+    disrupted = any(_disrupted(p) for p in failed)
+    if not disrupted and attempts > spec.run_policy.backoff_limit:
+        return None
+    cause = _first_failure(pods, now)
+    why = "a rank was disrupted (not counted)" if disrupted else (cause[1] if cause else "a rank failed")
+    nodes = spec.resources.nodes
+    return GroupRestart(not disrupted, f"restarting all {nodes} nodes from the newest checkpoint: {why}")
+
+
 # --- the verdict -----------------------------------------------------------------------------
 
 
 def _attempts(job: Mapping[str, Any], nodes: int, previous: int) -> int:
     """Attempts started: failed pods (per node) plus the one running or done now."""
+    if nodes > 1:
+        return max(previous, 1)  # the operator counts group restarts itself (group_restart)
     status = _dig(job, "status", default={})
     failed = int(status.get("failed") or 0)
     current = 1 if (status.get("active") or status.get("succeeded") or _condition(job, "Complete")) else 0
@@ -155,9 +218,17 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
     reason = cond.get("reason") or "Failed"
     message = cond.get("message") or "the training Job failed"
     last = _newest_failure(pods, now)
+    nodes = spec.resources.nodes if spec else 1
+    problems = [p for p in (pod_problem(pod, now) for pod in pods) if p]
+    bad_input = next((p for p in problems if p[0] == "InvalidInput"), None)
+    out_of_memory = next((p for p in problems if p[0] == "OutOfMemory"), None)
+    if nodes > 1 and reason == "PodFailurePolicy":
+        # Every multi-node failure is FailJob; only exit codes 2 and 3 are final by themselves.
+        last = bad_input or out_of_memory or _first_failure(pods, now)
+        reason = "InvalidInput" if bad_input else "BackoffLimitExceeded"
     if last and last[0] == "OutOfMemory" and reason != "DeadlineExceeded":
         return Verdict(FAILED, "OutOfMemory", last[1], stalled=True)
-    if reason == "PodFailurePolicy" or (last and last[0] == "InvalidInput" and reason != "DeadlineExceeded"):
+    if reason == "InvalidInput" or reason == "PodFailurePolicy" or (last and last[0] == "InvalidInput" and reason != "DeadlineExceeded"):
         return Verdict(FAILED, "InvalidInput", last[1] if last else message, stalled=True)
     if reason == "DeadlineExceeded":
         limit = spec.run_policy.active_deadline_seconds if spec else None
@@ -171,23 +242,46 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
 
 def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
              problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float,
-             invalid_reason: str = INVALID_SPEC) -> Verdict | None:
+             invalid_reason: str = INVALID_SPEC, blocked: Blocked | None = None) -> Verdict | None:
     if problems:
         return Verdict(FAILED, invalid_reason, "; ".join(str(p) for p in problems), stalled=True)
     if job is None:
-        if previous.get("phase") in TERMINAL and previous.get("reason") != INVALID_SPEC:
+        if previous.get("phase") in TERMINAL and previous.get("reason") not in RECOVERABLE:
             return None  # finished and cleaned up (TTL): the status stays as it was
+        if blocked is not None:
+            return Verdict(PENDING, blocked.reason, blocked.message, reconciling=True, stalled=blocked.stalled)
+        lingering = [p for p in pods if _dig(p, "status", "phase") not in ("Succeeded", "Failed")]
+        if lingering:
+            # Two generations must never write one output.uri (issue 9).
+            return Verdict(PENDING, "WaitingForOldPods",
+                           f"waiting for {len(lingering)} pod(s) of the previous Job to terminate", reconciling=True)
         return Verdict(PENDING, "CreatingJob", "creating the training Job", reconciling=True)
 
     if cond := _condition(job, "Complete"):
         return Verdict(SUCCEEDED, "Succeeded", "training finished; the model is in spec.output.uri/final/", ready=True)
-    if cond := (_condition(job, "Failed") or _condition(job, "FailureTarget")):
+    if _dig(job, "metadata", "deletionTimestamp"):
+        restarting = previous.get("reason") == "Restarting"
+        return Verdict(PENDING, "Restarting", previous.get("message") if restarting else
+                       "waiting for the previous Job and its pods to be deleted", reconciling=True)
+    attempts = int(previous.get("attempts") or 1)
+    if restart := group_restart(job, pods, spec, attempts, now):
+        return Verdict(PENDING, "Restarting", restart.message, reconciling=True)
+    if cond := _condition(job, "Failed"):
         return _failed_verdict(job, cond, spec, pods, now)
+    if cond := _condition(job, "FailureTarget"):
+        # 1.31+: the Job will fail once its pods have terminated; final only then (issue 9).
+        return Verdict(RUNNING if previous.get("phase") == RUNNING else PENDING, "Stopping",
+                       f"the Job is failing ({cond.get('reason')}): waiting for its pods to terminate", reconciling=True)
+    if _condition(job, "SuccessCriteriaMet"):
+        # 1.31+: Complete follows once the pods have terminated; training itself is done.
+        return Verdict(RUNNING, "Completing", "training finished; waiting for the pods to terminate", ready=True, reconciling=True)
 
     assert spec is not None
     policy = spec.run_policy
     suspended = bool(_dig(job, "spec", "suspend", default=False))
-    active_pods = [p for p in pods if _dig(p, "status", "phase") in ("Pending", "Running")]
+    # A pod being deleted is not training, whatever its phase still says (status.terminating).
+    active_pods = [p for p in pods if _dig(p, "status", "phase") in ("Pending", "Running")
+                   and not _dig(p, "metadata", "deletionTimestamp")]
     if policy.suspend:
         if suspended and not active_pods:
             return Verdict(SUSPENDED, "Suspended", "suspended by spec.runPolicy.suspend; set it to false to resume from the latest checkpoint")
@@ -208,6 +302,14 @@ def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], s
         if len(running) >= nodes:
             return Verdict(RUNNING, "Training", f"training on {nodes} node(s){retry_note}", ready=True, reconciling=True)
         return Verdict(RUNNING, "WaitingForNodes", f"{len(running)} of {nodes} training pods running{retry_note}", reconciling=True)
+    if not active_pods and not _dig(job, "status", "active"):
+        since = parse_time(_dig(job, "status", "startTime") or _dig(job, "metadata", "creationTimestamp")) or now
+        if (now - since).total_seconds() >= unschedulable_after:
+            # FailedCreate: admission refused the pods (a missing ServiceAccount or
+            # PriorityClass, ResourceQuota, Pod Security); the reason is in the Job's Events.
+            return Verdict(PENDING, "NoPods", f"the Job has created no pod for over {int(unschedulable_after)}s: "
+                           f"see `kubectl describe job {_dig(job, 'metadata', 'name')}` (FailedCreate)",
+                           reconciling=True, stalled=True)
     return Verdict(PENDING, "Starting", f"waiting for the training pods to start{retry_note}", reconciling=True)
 
 
@@ -249,14 +351,16 @@ def derive_status(
     problems: Sequence[Problem] = (),
     unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS,
     invalid_reason: str = INVALID_SPEC,
+    blocked: Blocked | None = None,
 ) -> dict[str, Any]:
     """The operator-owned status fields (see OWNED) for this Job and these pods.
 
     `problems` make it Failed and Stalled with `invalid_reason` (InvalidSpec, or ChildRejected
-    when the API server refused a child built from the spec).
+    when the API server refused a child built from the spec); `blocked`: no Job yet because a
+    child's name is taken (WaitingForOldChildren, NameConflict).
     """
     previous = dict(previous or {})
-    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason)
+    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason, blocked)
     if verdict is None:
         kept = {k: previous[k] for k in OWNED if k in previous}
         return {**kept, "observedGeneration": generation}
@@ -314,6 +418,7 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
             events.append(("Normal", "Resumed", "resuming from the latest checkpoint"))
     if after not in TERMINAL and int(new.get("attempts") or 0) > max(int(old.get("attempts") or 0), 1):
         events.append(("Warning", "Retrying", f"attempt {new['attempts']}: {message}"))
-    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable"):
+    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "NameConflict", "Forbidden",
+                                                                        *START_FAILURE_REASONS):
         events.append(("Warning", new["reason"], message))
     return events
