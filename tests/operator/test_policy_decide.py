@@ -232,7 +232,7 @@ def test_a_recovered_metric_resets_the_hysteresis() -> None:
     t = T0 + timedelta(hours=2)
     loop.step(t, prometheus=Reading(0.7))
     loop.step(t + timedelta(minutes=5), prometheus=Reading(0.9))
-    assert "breachedSince" not in (loop.state["metricWatch"] or {})
+    assert loop.state["metricWatch"]["breachedSince"] is None
     assert loop.step(t + timedelta(minutes=11), prometheus=Reading(0.7)).create == ()  # counts from here again
     assert loop.step(t + timedelta(minutes=21), prometheus=Reading(0.7)).retrained == "metric"
 

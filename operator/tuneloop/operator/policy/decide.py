@@ -45,6 +45,7 @@ CONDITION_TYPES = ("Ready", "Degraded", "Retraining", "Stalled")
 GATE, CHAMPION = "gate", "champion"
 # Trigger types in the order one is chosen when several fire in the same pass.
 TRIGGER_ORDER = ("manual", "metric", "newData", "schedule", "initial")
+WATCH_KEYS = ("value", "observedAt", "breachedSince", "error", "failures", "unreachableSince", "retryAt")
 COMPARE = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
 
 
@@ -419,7 +420,8 @@ class _Pass:
                 watch["breachedSince"] = None
         elif trigger.source == "evaluation":
             watch["breachedSince"] = None  # the champion has not been scored yet: nothing holds
-        self.s["metricWatch"] = {k: v for k, v in watch.items() if v is not None} or None
+        # Every key, None included: the status is written as a merge patch, where null removes.
+        self.s["metricWatch"] = {k: watch.get(k) for k in WATCH_KEYS}
 
     def _what(self) -> str:
         trigger = self.spec.triggers.metric
