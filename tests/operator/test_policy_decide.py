@@ -407,3 +407,23 @@ def test_invalid_spec_stalls() -> None:
     action = decide(None, obs(problems=("spec.promotion.metric: required",)), {}, T0)
     stalled = next(c for c in action.status["conditions"] if c["type"] == "Stalled")
     assert action.status["phase"] == "Stalled" and "spec.promotion.metric" in stalled["message"]
+
+
+def test_every_status_decide_writes_fits_the_crd_schema() -> None:
+    """The API server rejects a status patch that breaks the schema (a null in a list item)."""
+    from tuneloop.api.crds import load_crd
+    from tuneloop.api.schema import check_structure
+
+    schema = load_crd("MaintenancePolicy")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    loop = Loop(spec(triggers={**prom(for_="0s"), "manual": {}}, guards={"cooldown": "0s"}))
+    statuses = [loop.step(T0).status]
+    loop.train("router-r1")
+    statuses.append(loop.step(T0 + timedelta(minutes=1)).status)
+    loop.gate("r1", 0.9)  # no champion: championMetric is None
+    statuses.append(loop.step(T0 + timedelta(minutes=2), prometheus=Reading(error="down")).status)
+    statuses.append(loop.step(T0 + timedelta(minutes=3), prometheus=Reading(0.5)).status)
+    for status in statuses:
+        # Top-level and nested nulls are merge-patch deletions; drop them as the API server does.
+        stored = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+                  for k, v in status.items() if v is not None}
+        assert check_structure(schema, stored, "status") == []

@@ -544,7 +544,9 @@ class _Pass:
                            ", ".join(f"{h['job']} {h['verdict'].lower()}" for h in active) or "no retraining run active"),
             "Stalled": (bool(stalled), reason if stalled else "Progressing", stalled or ""),
         }
-        s.update(phase=phase, observedGeneration=self.obs.generation, history=self.history,
+        # No nulls inside the list: a merge patch replaces lists whole, and null is no number.
+        history = [{k: v for k, v in h.items() if v is not None} for h in self.history]
+        s.update(phase=phase, observedGeneration=self.obs.generation, history=history,
                  conditions=build_conditions(truth, s.get("conditions"), self.obs.generation, self.now))
         # Level-based: whatever the champion is (promoted, pinned) goes to the target until it is there.
         self.publish = champion["modelURI"] if champion and champion.get("modelURI") != s.get("published") else None
