@@ -261,8 +261,10 @@ def test_degraded_metric_retrains_gates_and_promotes_to_a_kserve_field_surviving
     # The model gets worse in production; after `for` (2 s) the policy retrains.
     online.set(0.5)
     wait_for(lambda: revisions(cluster, "router") == ["router-r1"], timeout=30, what="revision r1 created")
-    status = mpol_status(cluster, "router")
-    assert status["lastTrigger"]["type"] == "metric" and status["activeJob"] == "router-r1"
+    # The FineTuneJob is created first, the status written right after (a crash in between is adopted).
+    status = wait_for(lambda: (s := mpol_status(cluster, "router")).get("activeJob") == "router-r1" and s, timeout=10,
+                      what="status naming the active revision")
+    assert status["lastTrigger"]["type"] == "metric"
     assert condition(status, "Degraded")["status"] == "True"
     r1 = cluster.ftj("router-r1")
     assert r1["metadata"]["labels"]["team"] == "support" and r1["metadata"]["labels"]["tuneloop.dev/revision"] == "r1"
