@@ -154,7 +154,7 @@ def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet
 def policy_operator(kubeconfig: str, namespace: str, tmp_path: Path, cluster: Cluster) -> Iterator[OperatorProcess]:
     process = OperatorProcess(kubeconfig, namespace, tmp_path, TUNELOOP_POLICY_INTERVAL="0.5",
                               TUNELOOP_POLICY_STALLED_AFTER="2", TUNELOOP_POLICY_BACKOFF="1", TUNELOOP_POLICY_BACKOFF_MAX="2",
-                              TUNELOOP_POLICY_QUERY_TIMEOUT="2")
+                              TUNELOOP_POLICY_QUERY_TIMEOUT="2", TUNELOOP_POLICY_DATA_INTERVAL="1")
     process.start()
     yield process
     process.stop()
@@ -351,3 +351,24 @@ def test_worse_challenger_is_rejected_configmap_keeps_the_champion_and_pinning_r
     status = mpol_status(cluster, "tickets")
     assert status["champion"]["revision"] == "r2" and condition(status, "Ready")["reason"] == "Pinned"
     assert "RolledBack" in {e["reason"] for e in policy_events(cluster, "tickets")}
+
+
+def test_new_objects_in_s3_fire_new_data_through_a_short_job(cluster: Cluster, policy_operator: OperatorProcess,
+                                                             kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
+                                                             s3_secret: str) -> None:
+    train, fresh = setup_data(s3, cluster)
+    incoming = f"s3://{BUCKET}/incoming/{cluster.ns}/"
+    policy(cluster, s3, "feed", model=tiny_bert_s3, train=train, fresh=fresh, secret=s3_secret, adoptModelURI=tiny_bert_s3,
+           triggers={"newData": {"uri": incoming, "minObjects": 2}}, guards={"cooldown": "0s"})
+    checked = wait_for(lambda: ((s := mpol_status(cluster, "feed")).get("newData") or {}).get("checkedAt") and s,
+                       timeout=60, what="a first new-data check")
+    assert checked["newData"]["objects"] == 0 and revisions(cluster, "feed") == []
+    time.sleep(1.1)  # S3 times are whole seconds: the new objects come after the watermark
+    upload_jsonl(s3, f"incoming/{cluster.ns}/a.jsonl", classification_rows(10, seed=31))
+    assert revisions(cluster, "feed") == []
+    upload_jsonl(s3, f"incoming/{cluster.ns}/b.jsonl", classification_rows(10, seed=32))
+    wait_for(lambda: revisions(cluster, "feed") == ["feed-r1"], timeout=60, what="newData retrains")
+    status = wait_for(lambda: (s := mpol_status(cluster, "feed")).get("activeJob") == "feed-r1" and s, timeout=10,
+                      what="status naming r1")
+    assert status["lastTrigger"]["type"] == "newData" and "2 new objects" in status["lastTrigger"]["message"]
+    assert status["history"][-1]["dataWatermark"] >= status["newData"]["since"]
