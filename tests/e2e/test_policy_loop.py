@@ -26,7 +26,7 @@ from tuneloop.emulator.kubelet import Kubelet
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_testkit import BUCKET, build_tiny_model, classification_rows, free_port, upload_dir, upload_jsonl
 
-pytestmark = [pytest.mark.plays_controllers,
+pytestmark = [pytest.mark.plays_controllers, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus server (Debian package)")]
 
 LOOP_TIMEOUT = 180  # train (torch start dominates) + one evaluation run, on 2 busy cores
