@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tuneloop.api.checks import METRICS_BY_TASK, check_finetunejob, check_uri
 from tuneloop.api.finetunejob import FieldMap, FineTuneJobSpec, opt, req
@@ -129,7 +130,8 @@ class MaintenancePolicySpec:
     triggers: TriggersSpec = opt(TriggersSpec, "What starts a retraining run (any of).")
     guards: GuardsSpec = opt(GuardsSpec, "Limits on retraining.")
     history_limit: int = opt(10, "Past runs kept in status.history.")
-    pinned_revision: str | None = opt(None, "Pin the champion to this revision (roll back).")
+    pinned_revision: str | None = opt(None, "Pin the champion to this revision, e.g. r2 (roll back); promotion is held until cleared.")
+    adopt_model_uri: str | None = opt(None, "A model already in production that becomes the first champion (r0).", key="adoptModelURI")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "spec") -> "MaintenancePolicySpec":
@@ -150,6 +152,17 @@ def check_cron(expr: str, path: str) -> list[Problem]:
         for number in re.findall(r"(?<![/0-9])[0-9]+", part):
             if not lo <= int(number) <= hi:
                 return [Problem(path, f"{expr!r}: {number} is out of range {lo}-{hi} in its field")]
+    return []
+
+
+def check_time_zone(value: str | None, path: str) -> list[Problem]:
+    """An IANA name the operator's zoneinfo knows (a typo would otherwise stall the policy later)."""
+    if value is None:
+        return []
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [Problem(path, f"{value!r} is not an IANA time zone; write e.g. Europe/Berlin or UTC")]
     return []
 
 
@@ -177,9 +190,11 @@ def check_maintenancepolicy(spec: MaintenancePolicySpec, namespace: str | None =
             problems.append(Problem("spec.evaluation.metric", f"{ev.metric!r} is not computed for {task}; use one of: {', '.join(sorted(allowed))}"))
         if ev.schedule is not None:
             problems += check_cron(ev.schedule, "spec.evaluation.schedule")
+        problems += check_time_zone(ev.time_zone, "spec.evaluation.timeZone")
     trig = spec.triggers
     if trig.schedule is not None:
         problems += check_cron(trig.schedule.cron, "spec.triggers.schedule.cron")
+        problems += check_time_zone(trig.schedule.time_zone, "spec.triggers.schedule.timeZone")
     if trig.metric is not None:
         m = trig.metric
         problems += check_duration(m.for_, "spec.triggers.metric.for")
@@ -193,6 +208,10 @@ def check_maintenancepolicy(spec: MaintenancePolicySpec, namespace: str | None =
     if trig.new_data is not None:
         problems += check_uri(trig.new_data.uri, "spec.triggers.newData.uri", allow_local=False)
     problems += check_duration(spec.guards.cooldown, "spec.guards.cooldown")
+    if spec.adopt_model_uri is not None:
+        problems += check_uri(spec.adopt_model_uri, "spec.adoptModelURI")
+    if spec.pinned_revision is not None and not re.match(r"^r?[0-9]+$", spec.pinned_revision):
+        problems.append(Problem("spec.pinnedRevision", f"{spec.pinned_revision!r} is not a revision; write e.g. r2"))
     target = spec.promotion.target
     if target.type == "ConfigMap" and target.config_map is None:
         problems.append(Problem("spec.promotion.target.configMap", "is required with type: ConfigMap"))

@@ -2,8 +2,11 @@
 
 Command
     tuneloop-train --config /etc/tuneloop/config.yaml             train (resuming if possible)
-    tuneloop-train --config FILE --evaluate-only [--model URI] [--data URI] [--split test]
-                   [--results URI]                                score a model, write results
+    tuneloop-train --config FILE --evaluate-only [--model URI [--model URI2 ...]] [--data URI]
+                   [--split test] [--results URI]        score a model (or several on the same rows),
+                                                         write results; the report is the termination message
+    tuneloop-train --config FILE --new-data s3://bucket/prefix/ [--since TIME]
+                                                         count new objects (MaintenancePolicy newData)
 
     The config file (YAML or JSON) is the FineTuneJob `spec` (camelCase, as in the CRD); a whole
     FineTuneJob manifest is accepted too. `tuneloop-train --help` lists every field.
@@ -117,9 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, help="FineTuneJob spec file (YAML or JSON).")
     parser.add_argument("--evaluate-only", action="store_true", help="Score a model instead of training it.")
-    parser.add_argument("--model", help="--evaluate-only: model to score (default: <output.uri>/final, else model.source).")
+    parser.add_argument("--model", action="append", help="--evaluate-only: model to score (default: <output.uri>/final, else "
+                        "model.source); repeat to score several on the same rows (the promotion gate: challenger, champion).")
     parser.add_argument("--data", help="--evaluate-only: data to score, all rows (default: the --split of the spec's dataset).")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="--evaluate-only: which split of the spec's dataset (default test).")
+    parser.add_argument("--new-data", metavar="URI", help="Count the objects under this s3:// prefix modified after --since "
+                        "(the MaintenancePolicy's newData check); report them as the termination message.")
+    parser.add_argument("--since", help="--new-data: RFC 3339 time; only objects modified after it count.")
     parser.add_argument("--results", help="--evaluate-only: where to write results JSON (default <output.uri>/evaluation/results.json).")
     return parser
 
@@ -209,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = RuntimeSettings.from_env().with_spec_storage(spec)
     except PermanentError as e:
         return fail(str(e), EXIT_PERMANENT)
+    if args.new_data:
+        return check_new_data(args.new_data, args.since, settings)
     if settings.needs_launcher:
         return launch_workers(settings, argv)
 
@@ -221,16 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             print(f"tuneloop-train: metrics endpoint disabled: port {settings.metrics_port}: {e.strerror}", file=sys.stderr)
     try:
-        from tuneloop.trainer.evaluate_only import Evaluation
         from tuneloop.trainer.recipe import Preempted, Recipe
 
         if args.evaluate_only:
-            evaluation = Evaluation(spec, settings, metrics=metrics)
-            evaluation.setup(model_uri=args.model, data_uri=args.data, split=args.split)
-            results = evaluation.run(args.results)
-            if evaluation.is_main:
-                metrics_line = ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items())
-                print(f"tuneloop-train: {results['model']} on {results['rows']} rows: {metrics_line}; results at {results['results_uri']}")
+            from tuneloop.trainer.compare import evaluate_models, report_line
+
+            results = evaluate_models(spec, settings, metrics, args.model or [None], args.data, args.split, args.results)
+            if "results_uri" in results:  # global rank 0
+                for scored in results["models"]:
+                    metrics_line = ", ".join(f"{k} {v:.4f}" for k, v in scored["metrics"].items())
+                    print(f"tuneloop-train: {scored['model']} on {scored['rows']} rows: {metrics_line}; results at {results['results_uri']}")
+                write_termination_message(report_line(results))
             return EXIT_OK
         recipe = Recipe(spec, settings, metrics=metrics)
         try:
@@ -271,6 +281,23 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and ("CUDA out of memory" in text or "can't allocate memory" in text)
+
+
+def check_new_data(uri: str, since: str | None, settings: RuntimeSettings) -> int:
+    """`--new-data`: one listing, one report line (see tuneloop.trainer.datacheck)."""
+    from tuneloop.trainer.datacheck import report_line, run
+
+    if not uri.startswith("s3://"):
+        return fail(f"--new-data {uri!r}: an s3://bucket/prefix is required", EXIT_PERMANENT)
+    try:
+        found = run(uri, since, settings)
+    except ValueError as e:
+        return fail(f"--since {since!r}: {e}", EXIT_PERMANENT)
+    except Exception as e:  # noqa: BLE001 - S3 unreachable or refused: the operator retries later
+        return fail(f"listing {uri}: {type(e).__name__}: {e}", EXIT_FAILED)
+    print(f"tuneloop-train: {found['objects']} new objects ({found['bytes']} bytes) under {uri} since {since}")
+    write_termination_message(report_line(found))
+    return EXIT_OK
 
 
 def summary(results: dict) -> str:
