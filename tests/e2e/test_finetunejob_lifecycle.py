@@ -362,7 +362,7 @@ def test_job_conditions_of_kubernetes_1_31(cluster: Cluster, operator: OperatorP
     cluster.pod_status("interim-trainer-0-a", phase="Succeeded", container={"terminated": {"exitCode": 0, "reason": "Completed"}})
     success = {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": NOW}
     cluster.job_status(job, active=0, ready=0, succeeded=1, conditions=[success])
-    status = cluster.wait_phase("interim", "Running", reason="Completing")
+    cluster.wait_phase("interim", "Running", reason="Completing")
     time.sleep(1.0)  # several status passes: it stays there, never back to Pending
     assert cluster.status("interim")["reason"] == "Completing"
     complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": NOW}

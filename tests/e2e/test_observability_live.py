@@ -42,7 +42,7 @@ def prometheus(operator: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus
     server.stop()
 
 
-def submit(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> None:
+def submit(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> None:  # noqa: F811 - the s3 fixture
     spec = {
         "task": "sequence-classification",
         "model": {"source": model},

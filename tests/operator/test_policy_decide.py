@@ -390,7 +390,7 @@ def test_history_is_capped_but_never_drops_the_champion() -> None:
         loop.train(f"router-r{n}")
         loop.step(t + timedelta(seconds=1))
         loop.gate(f"r{n}", 0.5, 0.8)  # all rejected: r1 stays champion
-        action = loop.step(t + timedelta(seconds=2))
+        loop.step(t + timedelta(seconds=2))
         t += timedelta(minutes=1)
     assert list(loop.verdicts()) == ["r1", "r5"]  # two entries: the champion always, then the newest
     assert set(loop.revisions) == {"router-r1", "router-r5"}  # older FineTuneJobs deleted, never the champion's

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import pytest
 
 from s3_fault_proxy import FaultProxy
-from trainer_testkit import BUCKET, list_keys, read_json, sft_rows, spec_for, upload_jsonl, write_config
+from trainer_testkit import BUCKET, read_json, sft_rows, spec_for, upload_jsonl, write_config
 from tuneloop.trainer.checkpoint import CHECKPOINT_FILES
 
 FAULT_SEEDS = int(os.environ.get("TUNELOOP_FAULT_SEEDS", "1"))

@@ -59,8 +59,13 @@ class Kube:
 
     def _request(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
                  content_type: str = "application/json", ok: tuple[int, ...] = (), into: dict | None = None) -> int:
-        """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error."""
-        return self._call(what, method, path, body, query=query, content_type=content_type, ok=ok)[0]
+        """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error.
+
+        `into`, when given, receives the response body as `into["data"]`."""
+        status, data = self._call(what, method, path, body, query=query, content_type=content_type, ok=ok)
+        if into is not None:
+            into["data"] = data
+        return status
 
     def _call(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
               content_type: str = "application/json", ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
@@ -76,8 +81,6 @@ class Kube:
         except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise kopf.TemporaryError(f"{what}: {exc}", delay=RETRY_DELAY) from exc
         status = response.status
-        if into is not None:
-            into["data"] = response.data
         if 200 <= status < 300 or status in ok:
             return status, response.data or b""
         detail = _message(response.data)

@@ -155,7 +155,7 @@ class LocalStorage:
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as e:
+        except OSError:
             if os.path.islink(source):
                 raise PermanentError(f"refusing {source}: it is a symlink") from None
             raise
