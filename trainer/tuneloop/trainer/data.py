@@ -383,7 +383,7 @@ def truncate_sft(input_ids: list[int], labels: list[int], max_length: int, keep_
     if excess <= 0:
         return input_ids, labels, None
     first_target = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
-    if first_target - keep_head >= excess:
+    if first_target - excess >= max(keep_head, 1):  # at least a BOS or one prompt token stays before the response
         keep = lambda xs: xs[:keep_head] + xs[keep_head + excess:]  # noqa: E731
         return keep(input_ids), keep(labels), "prompt"
     return input_ids[:max_length], labels[:max_length], "response"

@@ -331,9 +331,11 @@ class Recipe:
                 every = self.spec.output.save_every_steps
                 save_now = stop_now or totals[5] > 0 or bool(every and state.step % every == 0 and not last)
                 eval_due = bool(training.eval_every_steps and state.step % training.eval_every_steps == 0)
-                # Every checkpoint (but the SIGTERM one, which must be quick) is evaluated, so the best
-                # one is known whatever saveEverySteps and evalEverySteps are (issue 8 item 9).
-                if self.examples["validation"] and not last and (eval_due or (save_now and not stop_now)):
+                # When the run evaluates at all, every checkpoint (but the SIGTERM one, which must be
+                # quick) is evaluated, so the best one is known whatever saveEverySteps and
+                # evalEverySteps are (issue 8 item 9). Runs that never asked for evaluation pay nothing.
+                evaluates = bool(training.eval_every_steps or training.early_stopping)
+                if self.examples["validation"] and not last and (eval_due or (evaluates and save_now and not stop_now)):
                     evaluated = self.evaluate("validation")
                     stopping_early = self.track_best(evaluated)
                     save_now = save_now or (self.export_best and state.best_step == state.step)
