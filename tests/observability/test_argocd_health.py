@@ -47,7 +47,12 @@ FTJ_HEALTH = {
     "no job yet": "Progressing", "job created, pods starting": "Progressing", "running": "Progressing",
     "multi-node partly running": "Progressing", "retrying after OOM": "Progressing", "succeeded": "Healthy",
     "deadline exceeded": "Degraded", "backoff limit, OOM": "Degraded", "backoff limit, exit 1": "Degraded",
-    "bad input: exit 2": "Degraded", "failure target counts as failed": "Degraded",
+    "bad input: exit 2": "Degraded", "GPU out of memory: exit 3": "Degraded",
+    "failure target is not final yet": "Progressing", "success criteria met keeps it running": "Progressing",
+    "a terminating pod is not training": "Progressing", "previous job's pods still running": "Progressing",
+    "missing secret can never start": "Degraded", "job that creates no pod": "Degraded",  # Stalled: they will not start
+    "multi-node rank failed: group restart": "Progressing", "multi-node job being replaced": "Progressing",
+    "multi-node bad input is final": "Degraded", "multi-node out of retries": "Degraded",
     "image pull backoff": "Degraded", "unschedulable too long": "Degraded",  # Pending, but Stalled: it will not start
     "unschedulable briefly": "Progressing", "queued in kueue": "Progressing", "suspended": "Suspended",
     "suspending": "Suspended", "resuming": "Progressing", "evicted then retried": "Progressing",
