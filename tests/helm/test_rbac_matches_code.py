@@ -6,9 +6,11 @@ call shows up here by itself:
 * every kopf handler registered by the operator's modules (indexes, on.*, timers, daemons):
   kopf lists and watches its resource; change handlers and timers/daemons also patch it
   (progress annotations, finalizers) and its `/status` (our `patch.status`);
-* every `Kube._request(what, METHOD, resource_path(KIND, ...))` call in kube.py: the HTTP
-  method gives the verb, the kind (or, for a kind passed in, every kind in `kube.PATHS`) the
-  resource;
+* every `Kube._request`/`Kube._call(what, METHOD, resource_path(KIND, ...))` call in kube.py:
+  the HTTP method gives the verb (GET of a collection: list), the kind (or, for a kind passed
+  in, every kind in `kube.CHILD_KINDS`) the resource; the methods in `kube.TARGET_METHODS`
+  reach promotion targets of any kind, which the chart's `promotionTargetRules` value grants;
+* `update` on the finalizers of our kinds, whose children carry blockOwnerDeletion;
 * what kopf itself needs whatever the handlers are (its docs' RBAC example): creating Events,
   the peering objects, and the cluster-wide discovery of CRDs and namespaces.
 
@@ -53,25 +55,35 @@ def kopf_handler_rules() -> set[Rule]:
             rules |= {(group, resource, "list"), (group, resource, "watch")}
             if writes:
                 rules |= {(group, resource, "patch"), (group, f"{resource}/status", "patch")}
+                # Our kinds own children with blockOwnerDeletion: true, which needs `update` on
+                # the owner's finalizers where OwnerReferencesPermissionEnforcement is on (issue 9).
+                rules.add((group, f"{resource}/finalizers", "update"))
     return rules
 
 
 def kube_call_rules() -> set[Rule]:
     tree = ast.parse(Path(kube.__file__).read_text())
     rules: set[Rule] = set()
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_request"):
-            continue
-        method, path = node.args[1], node.args[2]
-        assert isinstance(method, ast.Constant), f"kube.py:{node.lineno}: the HTTP method must be a literal"
-        assert isinstance(path, ast.Call) and getattr(path.func, "id", None) == "resource_path", \
-            f"kube.py:{node.lineno}: build paths with resource_path(KIND, ...) so this test can read them"
-        kind = path.args[0]
-        kinds = [kind.value] if isinstance(kind, ast.Constant) else list(kube.PATHS)
-        for k in kinds:
-            prefix, plural = kube.PATHS[k]
-            group = "" if prefix == "/api/v1" else prefix.split("/")[2]
-            rules.add((group, plural, HTTP_VERBS[method.value]))
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef) or function.name in kube.TARGET_METHODS:
+            continue  # promotion targets: granted by the chart's promotionTargetRules value
+        for node in ast.walk(function):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("_request", "_call")):
+                continue
+            if function.name in ("_request", "_call"):
+                continue  # the two plumbing methods themselves
+            method, path = node.args[1], node.args[2]
+            assert isinstance(method, ast.Constant), f"kube.py:{node.lineno}: the HTTP method must be a literal"
+            assert isinstance(path, ast.Call) and getattr(path.func, "id", None) == "resource_path", \
+                f"kube.py:{node.lineno}: build paths with resource_path(KIND, ...) so this test can read them"
+            kind = path.args[0]
+            kinds = [kind.value] if isinstance(kind, ast.Constant) else list(kube.CHILD_KINDS)
+            # GET of a collection (resource_path without a name) is the `list` verb.
+            verb = "list" if method.value == "GET" and len(path.args) < 3 else HTTP_VERBS[method.value]
+            for k in kinds:
+                prefix, plural = kube.PATHS[k]
+                group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+                rules.add((group, plural, verb))
     return rules
 
 

@@ -22,7 +22,6 @@ PLURAL = "finetunejobs"
 LABEL_FINETUNEJOB = "tuneloop.dev/finetunejob"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 LABEL_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
-KUEUE_API = "/apis/kueue.x-k8s.io/v1beta1"
 # On the Job: we deactivated its Kueue Workload for spec.runPolicy.suspend, and reactivate it on resume.
 ANNOTATION_WORKLOAD_DEACTIVATED = "tuneloop.dev/workload-deactivated"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"

@@ -158,7 +158,7 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
     The owner is read first: a handler still running for a FineTuneJob just deleted (and
     perhaps re-created under its name) must not make children for it.
     """
-    live = kube.read(f"/apis/{GROUP}/{VERSION}/namespaces/{owner.namespace}/{PLURAL}/{owner.name}")
+    live = kube.read(KIND, owner.namespace, owner.name)
     live_meta = (live or {}).get("metadata") or {}
     if live_meta.get("uid") != owner.uid or live_meta.get("deletionTimestamp"):
         return None

@@ -27,7 +27,14 @@ REQUEST_TIMEOUT = (5, 30)
 RETRY_DELAY = 10
 # Kind -> (API prefix, plural) of the children we create.
 PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs"),
-         "FineTuneJob": ("/apis/tuneloop.dev/v1alpha1", "finetunejobs")}
+         "FineTuneJob": ("/apis/tuneloop.dev/v1alpha1", "finetunejobs"),
+         "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads")}
+# The kinds a caller may pass to the generic methods (create, read, patch, delete): our children.
+CHILD_KINDS = ("ConfigMap", "Service", "Job", "FineTuneJob")
+# Methods that reach objects of any kind, the MaintenancePolicy's promotion targets: what they
+# may touch is granted by the chart's `promotionTargetRules` value, never by the base RBAC
+# (tests/helm/test_rbac_matches_code.py reads every other method's access from its paths).
+TARGET_METHODS = frozenset({"object_path", "read_target", "patch_target"})
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +65,9 @@ class Kube:
         self._plurals: dict[tuple[str, str], str] = {}
 
     def _request(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
-                 content_type: str = "application/json", ok: tuple[int, ...] = (), into: dict | None = None) -> int:
-        """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error.
-
-        `into`, when given, receives the response body as `into["data"]`."""
-        status, data = self._call(what, method, path, body, query=query, content_type=content_type, ok=ok)
-        if into is not None:
-            into["data"] = data
-        return status
+                 content_type: str = "application/json", ok: tuple[int, ...] = ()) -> int:
+        """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error."""
+        return self._call(what, method, path, body, query=query, content_type=content_type, ok=ok)[0]
 
     def _call(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
               content_type: str = "application/json", ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
@@ -122,9 +124,9 @@ class Kube:
             return {"metadata": {"name": meta["name"], "deletionTimestamp": "gone"}}
         return json.loads(data)
 
-    def read(self, path: str) -> dict[str, Any] | None:
-        """GET an object by its API path; None if there is none."""
-        status, data = self._call(f"read {path}", "GET", path, ok=(404,))
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET one of our kinds; None if there is none."""
+        status, data = self._call(f"read {kind} {namespace}/{name}", "GET", resource_path(kind, namespace, name), ok=(404,))
         return None if status == 404 else json.loads(data)
 
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
@@ -134,15 +136,15 @@ class Kube:
     def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
         """Set `spec.active` of the Kueue Workload of the Job with this uid; False when Kueue
         has not made it yet (or is not installed): try again later."""
-        from tuneloop.operator.builders import KUEUE_API, LABEL_KUEUE_JOB_UID
+        from tuneloop.operator.builders import LABEL_KUEUE_JOB_UID
 
-        path = f"{KUEUE_API}/namespaces/{namespace}/workloads"
-        status, data = self._call(f"list Kueue Workloads in {namespace}", "GET", path,
+        status, data = self._call(f"list Kueue Workloads in {namespace}", "GET", resource_path("Workload", namespace),
                                   query={"labelSelector": f"{LABEL_KUEUE_JOB_UID}={job_uid}"}, ok=(404,))
         items = json.loads(data).get("items") or [] if status != 404 else []
         for workload in items:
             name = workload["metadata"]["name"]
-            self._request(f"patch Workload {namespace}/{name}", "PATCH", f"{path}/{name}", {"spec": {"active": active}},
+            self._request(f"patch Workload {namespace}/{name}", "PATCH", resource_path("Workload", namespace, name),
+                          {"spec": {"active": active}},
                           query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
         return bool(items)
 
@@ -169,18 +171,29 @@ class Kube:
                                query={"propagationPolicy": "Background"}, ok=(404,))
         return status != 404
 
-    def get(self, path: str) -> dict | None:
-        """GET a JSON object; None on 404."""
-        holder: dict[str, Any] = {}
-        status = self._request(f"get {path}", "GET", path, ok=(404,), into=holder)
-        return None if status == 404 else json.loads(holder["data"] or b"{}")
+    def patch_or_create(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], what: str) -> None:
+        """JSON merge patch of one of our kinds; on 404, create it with the patch as its content."""
+        status = self._request(what, "PATCH", resource_path(kind, namespace, name), dict(patch),
+                               query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json", ok=(404,))
+        if status == 404:
+            prefix, _ = PATHS[kind]
+            create = {"apiVersion": prefix.removeprefix("/api/").removeprefix("/apis/"), "kind": kind,
+                      "metadata": {"name": name, "namespace": namespace}, **patch}
+            self._request(what, "POST", resource_path(kind, namespace), create, query={"fieldManager": FIELD_MANAGER})
+
+    # --- promotion targets of any kind (TARGET_METHODS): access granted by a chart value --------
+
+    def read_target(self, path: str) -> dict | None:
+        """GET a JSON object (a promotion target, or API discovery); None on 404."""
+        status, data = self._call(f"get {path}", "GET", path, ok=(404,))
+        return None if status == 404 else json.loads(data or b"{}")
 
     def object_path(self, api_version: str, kind: str, namespace: str, name: str) -> str:
         """The URL path of any namespaced object, its plural found by API discovery (cached)."""
         key = (api_version, kind)
         if key not in self._plurals:
             prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-            found = self.get(prefix) or {}
+            found = self.read_target(prefix) or {}
             plural = next((r["name"] for r in found.get("resources", ()) if r.get("kind") == kind and "/" not in r["name"]), None)
             if plural is None:
                 raise kopf.TemporaryError(f"{api_version} {kind} is not served by the API server (is its CRD installed?)",
@@ -188,12 +201,10 @@ class Kube:
             self._plurals[key] = f"{prefix}/namespaces/{{namespace}}/{plural}"
         return self._plurals[key].format(namespace=namespace) + f"/{name}"
 
-    def merge_patch(self, path: str, patch: Mapping[str, Any], what: str, *, create: Mapping[str, Any] | None = None) -> None:
-        """JSON merge patch (works for any kind, custom ones too); `create` is POSTed on 404."""
-        status = self._request(what, "PATCH", path, dict(patch), query={"fieldManager": FIELD_MANAGER},
-                               content_type="application/merge-patch+json", ok=(404,) if create is not None else ())
-        if status == 404 and create is not None:
-            self._request(what, "POST", path.rsplit("/", 1)[0], dict(create), query={"fieldManager": FIELD_MANAGER})
+    def patch_target(self, path: str, patch: Mapping[str, Any], what: str) -> None:
+        """JSON merge patch of any object (custom kinds too), by its path from `object_path`."""
+        self._request(what, "PATCH", path, dict(patch), query={"fieldManager": FIELD_MANAGER},
+                      content_type="application/merge-patch+json")
 
 
 def _message(data: bytes | None) -> str:

@@ -164,16 +164,15 @@ def publish(kube: Kube, spec: MaintenancePolicySpec, namespace: str, model_uri: 
         return
     api_version, kind, name, what, patch = found
     if kind == "ConfigMap":
-        create = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, **patch}
-        kube.merge_patch(f"/api/v1/namespaces/{namespace}/configmaps/{name}", patch, f"publish to {what}", create=create)
+        kube.patch_or_create("ConfigMap", namespace, name, patch, f"publish to {what}")
         return
     path = kube.object_path(api_version, kind, namespace, name)
-    if kube.get(path) is None:
+    if kube.read_target(path) is None:
         raise kopf.TemporaryError(f"promotion target {api_version} {kind} {namespace}/{name} does not exist", delay=30)
-    kube.merge_patch(path, patch, f"publish to {what}")
+    kube.patch_target(path, patch, f"publish to {what}")
     field = spec.promotion.target.object_field
     assert field is not None
-    if read_field(kube.get(path), field.field_path) != model_uri:  # e.g. pruned by its schema: say so, loudly
+    if read_field(kube.read_target(path), field.field_path) != model_uri:  # e.g. pruned by its schema: say so, loudly
         raise kopf.PermanentError(f"{kind} {name} did not keep {field.field_path}; check the field path")
 
 
