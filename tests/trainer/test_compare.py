@@ -42,24 +42,26 @@ def test_new_data_check_counts_objects_after_the_watermark(s3: Any, run_inproces
 
     from trainer_testkit import BUCKET, upload_jsonl
 
-    upload_jsonl(s3, "incoming/old.jsonl", classification_rows(5, seed=1))
+    # moto's backend is one per process: other tests' servers share this bucket, so a prefix of our own.
+    prefix = f"incoming-{tmp_path.name}/"
+    upload_jsonl(s3, f"{prefix}old.jsonl", classification_rows(5, seed=1))
     # The watermark is the old object's own time (what a check would have reported as newest).
-    old = s3.head_object(Bucket=BUCKET, Key="incoming/old.jsonl")["LastModified"]
+    old = s3.head_object(Bucket=BUCKET, Key=f"{prefix}old.jsonl")["LastModified"]
     since = old.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     import time
     time.sleep(1.1)  # S3 times are whole seconds: the next objects are strictly newer
-    upload_jsonl(s3, "incoming/a.jsonl", classification_rows(5, seed=2))
-    upload_jsonl(s3, "incoming/b.jsonl", classification_rows(5, seed=3))
+    upload_jsonl(s3, f"{prefix}a.jsonl", classification_rows(5, seed=2))
+    upload_jsonl(s3, f"{prefix}b.jsonl", classification_rows(5, seed=3))
     upload_jsonl(s3, "elsewhere/c.jsonl", classification_rows(5, seed=4))
     log = tmp_path / "termination-log"
     log.touch()
     monkeypatch.setenv("TUNELOOP_TERMINATION_LOG", str(log))
     spec = spec_for("sequence-classification", "s3://models/base", "s3://data/train.jsonl", str(tmp_path / "out"))
-    code, out, err = run_inprocess(spec, "--new-data", f"s3://{BUCKET}/incoming/", "--since", since)
+    code, out, err = run_inprocess(spec, "--new-data", f"s3://{BUCKET}/{prefix}", "--since", since)
     assert code == 0, err
     report = json.loads(log.read_text())
-    sizes = [o["Size"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/")["Contents"] if not o["Key"].endswith("old.jsonl")]
+    sizes = [s3.head_object(Bucket=BUCKET, Key=f"{prefix}{name}.jsonl")["ContentLength"] for name in ("a", "b")]
     assert (report["objects"], report["bytes"], report["since"]) == (2, sum(sizes), since)
     assert report["newest"] >= since
-    code, _, _ = run_inprocess(spec, "--new-data", f"s3://{BUCKET}/incoming/")
+    code, _, _ = run_inprocess(spec, "--new-data", f"s3://{BUCKET}/{prefix}")
     assert code == 0 and json.loads(log.read_text())["objects"] == 3  # no watermark: everything
