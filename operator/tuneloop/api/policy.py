@@ -129,7 +129,8 @@ class MaintenancePolicySpec:
     triggers: TriggersSpec = opt(TriggersSpec, "What starts a retraining run (any of).")
     guards: GuardsSpec = opt(GuardsSpec, "Limits on retraining.")
     history_limit: int = opt(10, "Past runs kept in status.history.")
-    pinned_revision: str | None = opt(None, "Pin the champion to this revision (roll back).")
+    pinned_revision: str | None = opt(None, "Pin the champion to this revision, e.g. r2 (roll back); promotion is held until cleared.")
+    adopt_model_uri: str | None = opt(None, "A model already in production that becomes the first champion (r0).", key="adoptModelURI")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "spec") -> "MaintenancePolicySpec":
@@ -193,6 +194,10 @@ def check_maintenancepolicy(spec: MaintenancePolicySpec, namespace: str | None =
     if trig.new_data is not None:
         problems += check_uri(trig.new_data.uri, "spec.triggers.newData.uri", allow_local=False)
     problems += check_duration(spec.guards.cooldown, "spec.guards.cooldown")
+    if spec.adopt_model_uri is not None:
+        problems += check_uri(spec.adopt_model_uri, "spec.adoptModelURI")
+    if spec.pinned_revision is not None and not re.match(r"^r?[0-9]+$", spec.pinned_revision):
+        problems.append(Problem("spec.pinnedRevision", f"{spec.pinned_revision!r} is not a revision; write e.g. r2"))
     target = spec.promotion.target
     if target.type == "ConfigMap" and target.config_map is None:
         problems.append(Problem("spec.promotion.target.configMap", "is required with type: ConfigMap"))

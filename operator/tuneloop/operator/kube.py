@@ -26,7 +26,8 @@ FIELD_MANAGER = "tuneloop-operator"
 REQUEST_TIMEOUT = (5, 30)
 RETRY_DELAY = 10
 # Kind -> (API prefix, plural) of the children we create.
-PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs")}
+PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs"),
+         "FineTuneJob": ("/apis/tuneloop.dev/v1alpha1", "finetunejobs")}
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,10 @@ def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
 class Kube:
     def __init__(self, client: kubernetes.client.ApiClient | None = None):
         self.client = client or _load_client()
+        self._plurals: dict[tuple[str, str], str] = {}
 
     def _request(self, what: str, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
-                 content_type: str = "application/json", ok: tuple[int, ...] = ()) -> int:
+                 content_type: str = "application/json", ok: tuple[int, ...] = (), into: dict | None = None) -> int:
         """The HTTP status (2xx or one of `ok`); anything else raised as a kopf error."""
         if query:
             path = f"{path}?{urlencode(query)}"
@@ -65,6 +67,8 @@ class Kube:
         except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise kopf.TemporaryError(f"{what}: {exc}", delay=RETRY_DELAY) from exc
         status = response.status
+        if into is not None:
+            into["data"] = response.data
         if 200 <= status < 300 or status in ok:
             return status
         detail = _message(response.data)
@@ -93,6 +97,40 @@ class Kube:
         status = self._request(f"delete Job {namespace}/{name}", "DELETE", resource_path("Job", namespace, name),
                                query={"propagationPolicy": "Background"}, ok=(404,))
         return status != 404
+
+    # --- for the MaintenancePolicy controller: its children and any promotion target ---------
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete a child (its own children in the background); False if it was already gone."""
+        status = self._request(f"delete {kind} {namespace}/{name}", "DELETE", resource_path(kind, namespace, name),
+                               query={"propagationPolicy": "Background"}, ok=(404,))
+        return status != 404
+
+    def get(self, path: str) -> dict | None:
+        """GET a JSON object; None on 404."""
+        holder: dict[str, Any] = {}
+        status = self._request(f"get {path}", "GET", path, ok=(404,), into=holder)
+        return None if status == 404 else json.loads(holder["data"] or b"{}")
+
+    def object_path(self, api_version: str, kind: str, namespace: str, name: str) -> str:
+        """The URL path of any namespaced object, its plural found by API discovery (cached)."""
+        key = (api_version, kind)
+        if key not in self._plurals:
+            prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+            found = self.get(prefix) or {}
+            plural = next((r["name"] for r in found.get("resources", ()) if r.get("kind") == kind and "/" not in r["name"]), None)
+            if plural is None:
+                raise kopf.TemporaryError(f"{api_version} {kind} is not served by the API server (is its CRD installed?)",
+                                          delay=RETRY_DELAY)
+            self._plurals[key] = f"{prefix}/namespaces/{{namespace}}/{plural}"
+        return self._plurals[key].format(namespace=namespace) + f"/{name}"
+
+    def merge_patch(self, path: str, patch: Mapping[str, Any], what: str, *, create: Mapping[str, Any] | None = None) -> None:
+        """JSON merge patch (works for any kind, custom ones too); `create` is POSTed on 404."""
+        status = self._request(what, "PATCH", path, dict(patch), query={"fieldManager": FIELD_MANAGER},
+                               content_type="application/merge-patch+json", ok=(404,) if create is not None else ())
+        if status == 404 and create is not None:
+            self._request(what, "POST", path.rsplit("/", 1)[0], dict(create), query={"fieldManager": FIELD_MANAGER})
 
 
 def _message(data: bytes | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import kopf
 
 from tuneloop.operator import handlers, metrics  # noqa: F401  (importing registers the handlers)
+from tuneloop.operator.policy import handlers as policy_handlers  # noqa: F401  (the MaintenancePolicy controller)
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Kube
 

@@ -2,8 +2,9 @@
 
 Command
     tuneloop-train --config /etc/tuneloop/config.yaml             train (resuming if possible)
-    tuneloop-train --config FILE --evaluate-only [--model URI] [--data URI] [--split test]
-                   [--results URI]                                score a model, write results
+    tuneloop-train --config FILE --evaluate-only [--model URI [--model URI2 ...]] [--data URI]
+                   [--split test] [--results URI]        score a model (or several on the same rows),
+                                                         write results; the report is the termination message
 
     The config file (YAML or JSON) is the FineTuneJob `spec` (camelCase, as in the CRD); a whole
     FineTuneJob manifest is accepted too. `tuneloop-train --help` lists every field.
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, help="FineTuneJob spec file (YAML or JSON).")
     parser.add_argument("--evaluate-only", action="store_true", help="Score a model instead of training it.")
-    parser.add_argument("--model", help="--evaluate-only: model to score (default: <output.uri>/final, else model.source).")
+    parser.add_argument("--model", action="append", help="--evaluate-only: model to score (default: <output.uri>/final, else "
+                        "model.source); repeat to score several on the same rows (the promotion gate: challenger, champion).")
     parser.add_argument("--data", help="--evaluate-only: data to score, all rows (default: the --split of the spec's dataset).")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="--evaluate-only: which split of the spec's dataset (default test).")
     parser.add_argument("--results", help="--evaluate-only: where to write results JSON (default <output.uri>/evaluation/results.json).")
@@ -212,15 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             print(f"tuneloop-train: metrics endpoint disabled: port {settings.metrics_port}: {e.strerror}", file=sys.stderr)
     try:
-        from tuneloop.trainer.recipe import Evaluation, Preempted, Recipe
+        from tuneloop.trainer.recipe import Preempted, Recipe
 
         if args.evaluate_only:
-            evaluation = Evaluation(spec, settings, metrics=metrics)
-            evaluation.setup(model_uri=args.model, data_uri=args.data, split=args.split)
-            results = evaluation.run(args.results)
-            if evaluation.is_main:
-                metrics_line = ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items())
-                print(f"tuneloop-train: {results['model']} on {results['rows']} rows: {metrics_line}; results at {results['results_uri']}")
+            from tuneloop.trainer.compare import evaluate_models, report_line
+
+            results = evaluate_models(spec, settings, metrics, args.model or [None], args.data, args.split, args.results)
+            if "results_uri" in results:  # global rank 0
+                for scored in results["models"]:
+                    metrics_line = ", ".join(f"{k} {v:.4f}" for k, v in scored["metrics"].items())
+                    print(f"tuneloop-train: {scored['model']} on {scored['rows']} rows: {metrics_line}; results at {results['results_uri']}")
+                write_termination_message(report_line(results))
             return EXIT_OK
         recipe = Recipe(spec, settings, metrics=metrics)
         try:
