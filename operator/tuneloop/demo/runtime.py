@@ -69,6 +69,7 @@ class DemoRuntime:
         self.s3: Any = None
         self.kubelet: Any = None
         self.operator: OperatorProcess | None = None
+        self.emulator: Any = None
 
     @property
     def emulated(self) -> bool:
@@ -94,6 +95,7 @@ class DemoRuntime:
             emulator = BackgroundEmulator(crds=[find_crds()], kubeconfig=self.kubeconfig)
             self._stack.callback(emulator.stop)
             emulator.start()
+            self.emulator = emulator
             progress(f"Kubernetes API emulator at {emulator.url}")
         self.api = JsonApi(self.kubeconfig)
         self._stack.callback(self.api.close)
@@ -144,6 +146,13 @@ class DemoRuntime:
             if exc.status != 409:
                 raise
             return None
+
+    def register_crd(self, path: Path) -> None:
+        """Serve one more CRD (e.g. the demo's KServe stand-in); on a real cluster, create it if absent."""
+        if self.emulator is not None:
+            self.emulator.register_crds(path)
+            return
+        self.ensure("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(Path(path).read_text()))
 
     def seed_base_model(self) -> None:
         """The packaged MiniLM-L6 (config, tokenizer, safetensors) under BASE_MODEL_URI, once."""
