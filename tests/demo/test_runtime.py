@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneloop.demo.runtime import BASE_MODEL_URI, SECRET, DemoRuntime
+from tuneloop.demo.runtime import BASE_MODEL_URI, SECRET, DemoRuntime, processes_of
 from tuneloop.emulator.client import resource_path
 
 
@@ -23,8 +23,10 @@ def test_runtime_starts_everything_and_leaves_nothing_running(tmp_path: Path) ->
         assert any(k.endswith("model.safetensors") for k in rt.s3.list(BASE_MODEL_URI))
         assert "tuneloop_operator" in rt.operator.metrics()
         operator_pid = rt.operator.proc.pid
+        assert processes_of(tmp_path / "demo") == [operator_pid]
     assert rt.operator.proc.poll() is not None
     assert not os.path.exists(f"/proc/{operator_pid}") or _is_zombie(operator_pid)
+    assert processes_of(tmp_path / "demo") == []
     left = [t.name for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
     assert not [name for name in left if name.startswith("tuneloop")], left
 

@@ -43,6 +43,7 @@ CHECKOUT = Path(__file__).resolve().parents[3]
 BASE_MODEL_URI = "s3://models/base/all-MiniLM-L6-v2/"
 BUCKETS = ("models", "datasets")
 SECRET = "demo-s3-credentials"
+MARKER = "TUNELOOP_DEMO_WORKDIR"
 
 
 def find_crds() -> Path:
@@ -117,14 +118,19 @@ class DemoRuntime:
             from tuneloop.emulator.kubelet import Kubelet
 
             self.kubelet = Kubelet(self.kubeconfig, self.namespace, log_dir=self.workdir / "pods",
-                                   env={"TUNELOOP_PROGRESS": "never", **self.kubelet_env}, max_grace=10)
+                                   env={"TUNELOOP_PROGRESS": "never", **self.marker, **self.kubelet_env}, max_grace=10)
             self._stack.callback(self.kubelet.stop)
             self.kubelet.start()
             self.operator = OperatorProcess(self.kubeconfig, self.namespace, self.workdir / "logs", verbose=False,
-                                            **self.operator_env)
+                                            **self.marker, **self.operator_env)
             self._stack.callback(self.operator.stop)
             self.operator.start(timeout=60)
             progress(f"local kubelet and operator running (logs in {self.workdir}/pods, {self.workdir}/logs)")
+
+    @property
+    def marker(self) -> dict[str, str]:
+        """In the environment of every process the demo starts, so a check can find any left behind."""
+        return {MARKER: str(self.workdir.resolve())}
 
     def stop(self) -> None:
         self._stack.close()
@@ -203,6 +209,19 @@ def load_manifests(folder: Path) -> list[dict[str, Any]]:
     for path in sorted(Path(folder).glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
+
+
+def processes_of(workdir: Path) -> list[int]:
+    """PIDs of live processes whose environment carries this workdir's marker (Linux /proc)."""
+    needle = f"{MARKER}={Path(workdir).resolve()}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0") and (proc / "stat").read_text().split()[2] != "Z":
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def clear_workdir(workdir: Path) -> None:
