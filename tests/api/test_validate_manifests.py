@@ -140,6 +140,10 @@ INVALID_POLICIES = {
     "evaluation-trigger-without-evaluation": (with_change(MP, "spec.evaluation", DELETE), "spec.triggers.metric"),
     "missing-promotion": (with_change(MP, "spec.promotion", DELETE), "spec.promotion"),
     "threshold-string": (with_change(MP, "spec.triggers.metric", {"operator": "<", "threshold": "high"}), "spec.triggers.metric.threshold"),
+    "time-zone-typo": (with_change(MP, "spec.evaluation.timeZone", "Europe/Berln"), "spec.evaluation.timeZone"),
+    "schedule-time-zone-typo": (with_change(MP, "spec.triggers.schedule", {"cron": "@daily", "timeZone": "CEST"}), "spec.triggers.schedule.timeZone"),
+    "pinned-not-a-revision": (with_change(MP, "spec.pinnedRevision", "latest"), "spec.pinnedRevision"),
+    "adopt-bad-uri": (with_change(MP, "spec.adoptModelURI", "gs://models/prod/"), "spec.adoptModelURI"),
 }
 
 

@@ -93,3 +93,25 @@ def test_rbac_grants_what_the_operator_does(group, resource, verb):
     rules = [rule for role in by_kind(render(), "ClusterRole") for rule in role["rules"]]
     assert allowed(rules, group, resource, verb)
     assert not allowed(rules, "", "secrets", "get")  # credentials reach pods by reference only
+
+
+@pytest.mark.parametrize("group, resource, verb", [
+    # The MaintenancePolicy controller: revisions, its status, evaluation Jobs and their config, ConfigMap targets.
+    ("tuneloop.dev", "finetunejobs", "create"), ("tuneloop.dev", "finetunejobs", "delete"),
+    ("tuneloop.dev", "maintenancepolicies/status", "patch"), ("batch", "jobs", "delete"),
+    ("", "configmaps", "patch"), ("", "configmaps", "delete"),
+])
+def test_rbac_grants_what_the_policy_controller_does(group, resource, verb):
+    rules = [rule for role in by_kind(render(), "ClusterRole") for rule in role["rules"]]
+    assert allowed(rules, group, resource, verb)
+
+
+def test_promotion_targets_of_other_kinds_are_granted_by_a_value_never_a_wildcard():
+    rules = [rule for role in by_kind(render(), "ClusterRole") for rule in role["rules"]]
+    assert not allowed(rules, "serving.kserve.io", "inferenceservices", "patch")
+    granted = render("promotionTargetRules[0].apiGroups={serving.kserve.io}",
+                     "promotionTargetRules[0].resources={inferenceservices}", "promotionTargetRules[0].verbs={get,patch}")
+    rules = [rule for role in by_kind(granted, "ClusterRole") for rule in role["rules"]]
+    assert allowed(rules, "serving.kserve.io", "inferenceservices", "patch")
+    for rule in rules:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule

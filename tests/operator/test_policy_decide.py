@@ -407,3 +407,61 @@ def test_invalid_spec_stalls() -> None:
     action = decide(None, obs(problems=("spec.promotion.metric: required",)), {}, T0)
     stalled = next(c for c in action.status["conditions"] if c["type"] == "Stalled")
     assert action.status["phase"] == "Stalled" and "spec.promotion.metric" in stalled["message"]
+
+
+def test_every_status_decide_writes_fits_the_crd_schema() -> None:
+    """The API server rejects a status patch that breaks the schema (a null in a list item)."""
+    from tuneloop.api.crds import load_crd
+    from tuneloop.api.schema import check_structure
+
+    schema = load_crd("MaintenancePolicy")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    loop = Loop(spec(triggers={**prom(for_="0s"), "manual": {}}, guards={"cooldown": "0s"}))
+    statuses = [loop.step(T0).status]
+    loop.train("router-r1")
+    statuses.append(loop.step(T0 + timedelta(minutes=1)).status)
+    loop.gate("r1", 0.9)  # no champion: championMetric is None
+    statuses.append(loop.step(T0 + timedelta(minutes=2), prometheus=Reading(error="down")).status)
+    statuses.append(loop.step(T0 + timedelta(minutes=3), prometheus=Reading(0.5)).status)
+    for status in statuses:
+        # Top-level and nested nulls are merge-patch deletions; drop them as the API server does.
+        stored = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+                  for k, v in status.items() if v is not None}
+        assert check_structure(schema, stored, "status") == []
+
+
+# --- newData ------------------------------------------------------------------------------------------------
+
+
+def data_report(loop: Loop, objects: int, size: int = 100, newest: str = "2026-03-02T12:30:00Z") -> str:
+    job = loop.state["newData"]["job"]
+    loop.evaluations[job] = EvaluationRun(succeeded=True, report={
+        "objects": objects, "bytes": size, "newest": newest, "since": loop.state["newData"]["since"]})
+    return job
+
+
+def test_new_data_is_counted_by_a_short_job_from_the_latest_revisions_watermark() -> None:
+    loop = champion_loop(triggers={"newData": {"uri": "s3://data/incoming/", "minObjects": 3}}, guards={"cooldown": "0s"})
+    first = loop.state["newData"]
+    assert first["since"] == "2026-03-01T12:00:00Z"  # r1 started before any check: the policy's creation
+    assert loop.state["history"][0]["dataWatermark"] == "2026-03-01T12:00:00Z"
+    data_report(loop, 2)
+    t = T0 + timedelta(minutes=10)
+    assert loop.step(t).create == ()  # 2 < minObjects
+    assert loop.state["newData"]["objects"] == 2 and loop.state["newData"]["job"] is None
+    assert loop.step(t + timedelta(minutes=1)).evaluate == ()  # checked a minute ago: not yet again
+    [check] = loop.step(t + timedelta(minutes=6)).evaluate  # data_interval (300 s) later
+    assert check.purpose == "data" and check.since == "2026-03-01T12:00:00Z"
+    data_report(loop, 3, newest="2026-03-02T12:15:00Z")
+    action = loop.step(t + timedelta(minutes=7))
+    assert action.retrained == "newData" and "3 new objects" in loop.state["lastTrigger"]["message"]
+    assert loop.state["history"][-1]["dataWatermark"] == "2026-03-02T12:15:00Z"  # the next check counts from here
+    [check] = loop.step(t + timedelta(minutes=13)).evaluate
+    assert check.since == "2026-03-02T12:15:00Z"
+
+
+def test_new_data_check_failing_stalls_and_never_retrains() -> None:
+    loop = champion_loop(triggers={"newData": {"uri": "s3://data/incoming/", "minObjects": 1}}, guards={"cooldown": "0s"})
+    loop.evaluations[loop.state["newData"]["job"]] = EvaluationRun(failed=True, message="Error: EndpointConnectionError")
+    action = loop.step(T0 + timedelta(minutes=10))
+    assert action.create == () and loop.condition("Stalled")["status"] == "True"
+    assert "EndpointConnectionError" in loop.condition("Stalled")["message"]

@@ -34,3 +34,30 @@ def test_challenger_and_champion_are_scored_on_the_same_rows_and_reported(
     assert results["models"] == [{k: m[k] for k in ("model", "rows", "metrics")} for m in results["models"]]
     assert results["model"] == challenger and results["metrics"] == results["models"][0]["metrics"]
     assert out.count("tuneloop-train: ") == 2  # one line per model
+
+
+def test_new_data_check_counts_objects_after_the_watermark(s3: Any, run_inprocess: Any, tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from trainer_testkit import BUCKET, upload_jsonl
+
+    upload_jsonl(s3, "incoming/old.jsonl", classification_rows(5, seed=1))
+    since = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    import time
+    time.sleep(2.1)  # S3 times are whole seconds
+    upload_jsonl(s3, "incoming/a.jsonl", classification_rows(5, seed=2))
+    upload_jsonl(s3, "incoming/b.jsonl", classification_rows(5, seed=3))
+    upload_jsonl(s3, "elsewhere/c.jsonl", classification_rows(5, seed=4))
+    log = tmp_path / "termination-log"
+    log.touch()
+    monkeypatch.setenv("TUNELOOP_TERMINATION_LOG", str(log))
+    spec = spec_for("sequence-classification", "s3://models/base", "s3://data/train.jsonl", str(tmp_path / "out"))
+    code, out, err = run_inprocess(spec, "--new-data", f"s3://{BUCKET}/incoming/", "--since", since)
+    assert code == 0, err
+    report = json.loads(log.read_text())
+    sizes = [o["Size"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/")["Contents"] if not o["Key"].endswith("old.jsonl")]
+    assert (report["objects"], report["bytes"], report["since"]) == (2, sum(sizes), since)
+    assert report["newest"] >= since
+    code, _, _ = run_inprocess(spec, "--new-data", f"s3://{BUCKET}/incoming/")
+    assert code == 0 and json.loads(log.read_text())["objects"] == 3  # no watermark: everything

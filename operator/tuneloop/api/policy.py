@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tuneloop.api.checks import METRICS_BY_TASK, check_finetunejob, check_uri
 from tuneloop.api.finetunejob import FieldMap, FineTuneJobSpec, opt, req
@@ -154,6 +155,17 @@ def check_cron(expr: str, path: str) -> list[Problem]:
     return []
 
 
+def check_time_zone(value: str | None, path: str) -> list[Problem]:
+    """An IANA name the operator's zoneinfo knows (a typo would otherwise stall the policy later)."""
+    if value is None:
+        return []
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [Problem(path, f"{value!r} is not an IANA time zone; write e.g. Europe/Berlin or UTC")]
+    return []
+
+
 def check_duration(value: str, path: str) -> list[Problem]:
     if not DURATION.match(value):
         return [Problem(path, f"{value!r} is not a duration; write e.g. 30m, 1h or 1h30m")]
@@ -178,9 +190,11 @@ def check_maintenancepolicy(spec: MaintenancePolicySpec, namespace: str | None =
             problems.append(Problem("spec.evaluation.metric", f"{ev.metric!r} is not computed for {task}; use one of: {', '.join(sorted(allowed))}"))
         if ev.schedule is not None:
             problems += check_cron(ev.schedule, "spec.evaluation.schedule")
+        problems += check_time_zone(ev.time_zone, "spec.evaluation.timeZone")
     trig = spec.triggers
     if trig.schedule is not None:
         problems += check_cron(trig.schedule.cron, "spec.triggers.schedule.cron")
+        problems += check_time_zone(trig.schedule.time_zone, "spec.triggers.schedule.timeZone")
     if trig.metric is not None:
         m = trig.metric
         problems += check_duration(m.for_, "spec.triggers.metric.for")

@@ -5,6 +5,8 @@ Command
     tuneloop-train --config FILE --evaluate-only [--model URI [--model URI2 ...]] [--data URI]
                    [--split test] [--results URI]        score a model (or several on the same rows),
                                                          write results; the report is the termination message
+    tuneloop-train --config FILE --new-data s3://bucket/prefix/ [--since TIME]
+                                                         count new objects (MaintenancePolicy newData)
 
     The config file (YAML or JSON) is the FineTuneJob `spec` (camelCase, as in the CRD); a whole
     FineTuneJob manifest is accepted too. `tuneloop-train --help` lists every field.
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model.source); repeat to score several on the same rows (the promotion gate: challenger, champion).")
     parser.add_argument("--data", help="--evaluate-only: data to score, all rows (default: the --split of the spec's dataset).")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="--evaluate-only: which split of the spec's dataset (default test).")
+    parser.add_argument("--new-data", metavar="URI", help="Count the objects under this s3:// prefix modified after --since "
+                        "(the MaintenancePolicy's newData check); report them as the termination message.")
+    parser.add_argument("--since", help="--new-data: RFC 3339 time; only objects modified after it count.")
     parser.add_argument("--results", help="--evaluate-only: where to write results JSON (default <output.uri>/evaluation/results.json).")
     return parser
 
@@ -202,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = RuntimeSettings.from_env().with_spec_storage(spec)
     except PermanentError as e:
         return fail(str(e), EXIT_PERMANENT)
+    if args.new_data:
+        return check_new_data(args.new_data, args.since, settings)
     if settings.needs_launcher:
         return launch_workers(settings, argv)
 
@@ -245,6 +252,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line must say what happened, then the pod retries
         traceback.print_exc()
         return fail(f"{type(e).__name__}: {e} (retryable: a retry resumes from the newest checkpoint)", EXIT_FAILED)
+
+
+def check_new_data(uri: str, since: str | None, settings: RuntimeSettings) -> int:
+    """`--new-data`: one listing, one report line (see tuneloop.trainer.datacheck)."""
+    from tuneloop.trainer.datacheck import report_line, run
+
+    if not uri.startswith("s3://"):
+        return fail(f"--new-data {uri!r}: an s3://bucket/prefix is required", EXIT_PERMANENT)
+    try:
+        found = run(uri, since, settings)
+    except ValueError as e:
+        return fail(f"--since {since!r}: {e}", EXIT_PERMANENT)
+    except Exception as e:  # noqa: BLE001 - S3 unreachable or refused: the operator retries later
+        return fail(f"listing {uri}: {type(e).__name__}: {e}", EXIT_FAILED)
+    print(f"tuneloop-train: {found['objects']} new objects ({found['bytes']} bytes) under {uri} since {since}")
+    write_termination_message(report_line(found))
+    return EXIT_OK
 
 
 def summary(results: dict) -> str:

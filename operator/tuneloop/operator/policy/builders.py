@@ -19,7 +19,7 @@ from tuneloop.operator.builders import (
     CONFIG_DIR, CONFIG_KEY, CONTAINER, LABEL_FINETUNEJOB, Owner, TrainerDefaults, build_pod_failure_policy,
     build_pod_template,
 )
-from tuneloop.operator.policy.decide import EvaluationRequest
+from tuneloop.operator.policy.decide import DATA, EvaluationRequest
 
 KIND = "MaintenancePolicy"
 PLURAL = "maintenancepolicies"
@@ -109,6 +109,9 @@ def build_evaluation(owner: Owner, spec: MaintenancePolicySpec, request: Evaluat
     pod["volumes"][0]["configMap"]["name"] = f"{request.name}-config"
     [container] = pod["containers"]
     container["command"] = ["tuneloop-train", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", *evaluation_args(spec, request)]
+    if request.purpose == DATA and spec.triggers.new_data is not None:
+        container["command"] = ["tuneloop-train", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+                                "--new-data", spec.triggers.new_data.uri, *(["--since", request.since] if request.since else [])]
     container["ports"] = []
     # No metrics endpoint and no rendezvous: a short, single-process run.
     container["env"] = [e for e in container["env"] if e["name"] != "TUNELOOP_METRICS_PORT"] + \

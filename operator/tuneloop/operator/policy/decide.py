@@ -18,7 +18,8 @@ Order of the rules, as a pass applies them:
   2. pinnedRevision: that revision becomes champion (RolledBack), promotion held
   3. revisions move on: Training -> Evaluating (gate) -> Promoted | Rejected | Held; or Failed
   4. the scheduled champion evaluation (at most one missed run after downtime, as CronJob)
-  5. triggers (manual, metric with `for`, newData, schedule, the first revision) under the
+  5. the newData check (a short Job listing the prefix from the latest revision's watermark),
+     then triggers (manual, metric with `for`, newData, schedule, the first revision) under the
      guards: suspend stops all; maxConcurrentJobs blocks all; cooldown blocks all but manual
   6. history capped at historyLimit (never the champion or an active revision)
   7. phase and conditions (Ready, Degraded, Retraining, Stalled)
@@ -42,9 +43,10 @@ ACTIVE = frozenset({TRAINING, EVALUATING})
 # Revisions whose model exists (pinnedRevision may name these).
 TRAINED = frozenset({PROMOTED, REJECTED, HELD, ADOPTED})
 CONDITION_TYPES = ("Ready", "Degraded", "Retraining", "Stalled")
-GATE, CHAMPION = "gate", "champion"
+GATE, CHAMPION, DATA = "gate", "champion", "data"
 # Trigger types in the order one is chosen when several fire in the same pass.
 TRIGGER_ORDER = ("manual", "metric", "newData", "schedule", "initial")
+DATA_KEYS = ("job", "since", "requestedAt", "checkedAt", "objects", "bytes", "newest", "error")
 WATCH_KEYS = ("value", "observedAt", "breachedSince", "error", "failures", "unreachableSince", "retryAt")
 COMPARE = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
 
@@ -57,6 +59,8 @@ class Tuning:
     stalled_after: float = 60.0
     backoff_base: float = 10.0
     backoff_max: float = 300.0
+    # How often the newData trigger lists the bucket (a short Job each time).
+    data_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -114,9 +118,10 @@ class EvaluationRequest:
     """Score `models` (challenger first) on the same data in one trainer run."""
 
     name: str
-    purpose: str  # gate | champion
+    purpose: str  # gate | champion | data
     revision: str  # the revision whose output folder the run writes its results under
-    models: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    since: str | None = None  # data: count objects newer than this watermark
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,10 @@ def gate_name(policy: str, revision: str) -> str:
 def champion_evaluation_name(policy: str, slot: datetime) -> str:
     # Minutes since the epoch in hex: one name per schedule slot, short enough for a Job.
     return f"{policy}-e{int(slot.timestamp()) // 60:x}"
+
+
+def data_check_name(policy: str, moment: datetime) -> str:
+    return f"{policy}-d{int(moment.timestamp()):x}"
 
 
 def revision_number(policy: str, job: str) -> int | None:
@@ -375,7 +384,43 @@ class _Pass:
                 self.evaluate.append(EvaluationRequest(job, CHAMPION, champion["revision"], (champion["modelURI"],)))
         self.s["nextEvaluation"] = rfc3339(next_after(ev.schedule, ev.time_zone, self.now))
 
-    # 5. triggers under guards ----------------------------------------------------------------------
+    # 5. triggers under guards: the newData check, then every trigger ------------------------------
+
+    def watermark(self) -> str:
+        """What the latest revision's data reached (newest object seen when it started)."""
+        for entry in reversed(self.history):
+            if entry.get("dataWatermark"):
+                return entry["dataWatermark"]
+        return rfc3339(self.obs.created)
+
+    def check_new_data(self) -> None:
+        trigger = self.spec.triggers.new_data
+        if trigger is None:
+            self.s["newData"] = None
+            return
+        nd = {k: (self.s.get("newData") or {}).get(k) for k in DATA_KEYS}
+        if nd["job"]:
+            result = self.obs.evaluations.get(nd["job"])
+            if result is None or not result.finished:
+                self.evaluate.append(EvaluationRequest(nd["job"], DATA, "data", since=nd["since"]))
+            else:
+                self.consumed.add(nd["job"])
+                report = result.report or {}
+                if result.succeeded and isinstance(report.get("objects"), int):
+                    nd.update(objects=report["objects"], bytes=report.get("bytes"), newest=report.get("newest") or nd["newest"],
+                              error=None)
+                else:
+                    nd["error"] = f"new-data check {nd['job']} failed: {result.message or 'no report'}"
+                nd.update(job=None, checkedAt=rfc3339(self.now))
+        else:
+            checked = parse_time(nd["checkedAt"])
+            if checked is None or (self.now - checked).total_seconds() >= self.tuning.data_interval:
+                job = data_check_name(self.obs.name, self.now)
+                nd.update(job=job, since=self.watermark(), requestedAt=rfc3339(self.now))
+                self.evaluate.append(EvaluationRequest(job, DATA, "data", since=nd["since"]))
+        self.s["newData"] = nd
+
+    # triggers ----------------------------------------------------------------------
 
     def watched(self) -> tuple[float | None, str | None]:
         """(value, where from) of the metric trigger's watched value."""
@@ -448,6 +493,14 @@ class _Pass:
         if metric is not None and since is not None and fresh and value is not None and (self.now - since).total_seconds() >= seconds(metric.for_):
             found.append(("metric", "Degraded", f"{self._what()} = {value:g} {metric.operator} {metric.threshold:g} "
                                                 f"since {watch['breachedSince']} (for {metric.for_})"))
+        nd = self.s.get("newData") or {}
+        if trig.new_data is not None and not nd.get("error") and nd.get("since") == self.watermark() and \
+                nd.get("objects") is not None and not nd.get("job"):
+            objects, size = int(nd["objects"]), int(nd.get("bytes") or 0)
+            if (trig.new_data.min_objects is not None and objects >= trig.new_data.min_objects) or \
+                    (trig.new_data.min_bytes is not None and size >= trig.new_data.min_bytes):
+                found.append(("newData", "NewData", f"{objects} new objects ({size} bytes) under {trig.new_data.uri} "
+                                                    f"since {nd['since']}"))
         if trig.schedule is not None:
             anchor = parse_time(self.s.get("lastScheduledRetrain")) or self.obs.created
             due = latest_due(trig.schedule.cron, trig.schedule.time_zone, anchor, self.now)
@@ -482,8 +535,9 @@ class _Pass:
         number = int(self.s.get("latestRevision") or 0) + 1
         name = revision_name(self.obs.name, number)
         at = rfc3339(self.now)
+        seen = (self.s.get("newData") or {}).get("newest")
         self.history.append({"revision": f"r{number}", "job": name, "trigger": type_, "verdict": TRAINING,
-                             "startedAt": at, "message": message})
+                             "startedAt": at, "message": message, "dataWatermark": seen or self.watermark()})
         self.create.append(NewRevision(number, name))
         self.s.update(latestRevision=number, lastRetrainTime=at,
                       lastTrigger={"type": type_, "reason": reason, "time": at, "message": message})
@@ -512,7 +566,7 @@ class _Pass:
         trigger = spec.triggers.metric
         value, _ = self.watched()
         degraded = trigger is not None and value is not None and breaches(trigger, value)
-        stalled = "; ".join(self.problems) or self.unreachable()
+        stalled = "; ".join(self.problems) or self.unreachable() or (self.s.get("newData") or {}).get("error")
         champion = self.champion
         if stalled:
             phase, reason = "Stalled", "InvalidSpec" if self.obs.problems else "Stalled"
@@ -544,7 +598,9 @@ class _Pass:
                            ", ".join(f"{h['job']} {h['verdict'].lower()}" for h in active) or "no retraining run active"),
             "Stalled": (bool(stalled), reason if stalled else "Progressing", stalled or ""),
         }
-        s.update(phase=phase, observedGeneration=self.obs.generation, history=self.history,
+        # No nulls inside the list: a merge patch replaces lists whole, and null is no number.
+        history = [{k: v for k, v in h.items() if v is not None} for h in self.history]
+        s.update(phase=phase, observedGeneration=self.obs.generation, history=history,
                  conditions=build_conditions(truth, s.get("conditions"), self.obs.generation, self.now))
         # Level-based: whatever the champion is (promoted, pinned) goes to the target until it is there.
         self.publish = champion["modelURI"] if champion and champion.get("modelURI") != s.get("published") else None
@@ -567,6 +623,7 @@ def decide(spec: MaintenancePolicySpec | None, obs: Observations, state: Mapping
     p.progress()
     p.scheduled_evaluation()
     p.observe_metric()
+    p.check_new_data()
     p.triggers()
     deleted = p.cap_history()
     p.summarize()

@@ -14,6 +14,7 @@ Settings (environment, read at import: the timer interval is a decorator argumen
     TUNELOOP_POLICY_STALLED_AFTER   Prometheus unreachable this long -> Stalled (default 60)
     TUNELOOP_POLICY_BACKOFF         first retry delay after a failed query, doubling (default 10)
     TUNELOOP_POLICY_BACKOFF_MAX     longest retry delay (default 300)
+    TUNELOOP_POLICY_DATA_INTERVAL   seconds between newData checks (default 300)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tuneloop.operator.policy import metrics
 from tuneloop.operator.policy.builders import (
     KIND, LABEL_POLICY, PLURAL, build_evaluation, build_revision, read_field, revision_spec, target_patch,
 )
-from tuneloop.operator.policy.decide import Action, Observations, Tuning, decide, revision_name
+from tuneloop.operator.policy.decide import DATA, Action, Observations, Tuning, decide, revision_name
 from tuneloop.operator.policy.observe import evaluation_run, owned_by, query_prometheus, revision_run
 from tuneloop.operator.status import parse_time, status_patch
 
@@ -51,7 +52,8 @@ INTERVAL = _env("TUNELOOP_POLICY_INTERVAL", 10.0)
 QUERY_TIMEOUT = _env("TUNELOOP_POLICY_QUERY_TIMEOUT", 5.0)
 TUNING = Tuning(stalled_after=_env("TUNELOOP_POLICY_STALLED_AFTER", Tuning.stalled_after),
                 backoff_base=_env("TUNELOOP_POLICY_BACKOFF", Tuning.backoff_base),
-                backoff_max=_env("TUNELOOP_POLICY_BACKOFF_MAX", Tuning.backoff_max))
+                backoff_max=_env("TUNELOOP_POLICY_BACKOFF_MAX", Tuning.backoff_max),
+                data_interval=_env("TUNELOOP_POLICY_DATA_INTERVAL", Tuning.data_interval))
 
 
 # --- indexes: what each policy owns, kept current by kopf's watches (no polling) --------------------
@@ -130,7 +132,7 @@ def carry_out(kube: Kube, body: kopf.Body, owner: Owner, spec: MaintenancePolicy
         if request.name in known_jobs:
             continue
         for manifest in build_evaluation(owner, spec, request, memo.config.trainer):
-            if kube.create(manifest) and manifest["kind"] == "Job":
+            if kube.create(manifest) and manifest["kind"] == "Job" and request.purpose != DATA:
                 kopf.event(body, type="Normal", reason="EvaluationStarted",
                            message=f"{request.purpose} evaluation {request.name}: {', '.join(request.models)}")
     if action.publish:

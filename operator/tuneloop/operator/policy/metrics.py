@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import prometheus_client as prom
 
 from tuneloop.operator.metrics import REGISTRY
-from tuneloop.operator.policy.decide import CONDITION_TYPES
+from tuneloop.operator.policy.decide import CONDITION_TYPES, TRIGGER_ORDER
 from tuneloop.operator.status import parse_time
 
 LABELS = ["namespace", "policy"]
@@ -47,7 +47,7 @@ def record(namespace: str, policy: str, status: Mapping[str, Any], threshold: fl
     REJECTIONS.labels(**labels)
     watch = status.get("metricWatch") or {}
     last = status.get("lastEvaluation") or {}
-    value = watch.get("value") if "value" in watch else last.get("value")
+    value = watch.get("value") if watch.get("value") is not None else last.get("value")
     _set(WATCHED, labels, value)
     _set(THRESHOLD, labels, threshold)
     champion = (status.get("champion") or {}).get("revision")
@@ -77,8 +77,9 @@ def forget(namespace: str, policy: str) -> None:
             metric.remove(namespace, policy)
         except KeyError:
             pass
-    for type_ in CONDITION_TYPES:
-        try:
-            CONDITION.remove(namespace, policy, type_)
-        except KeyError:
-            pass
+    for metric, values in ((CONDITION, CONDITION_TYPES), (RETRAINS, TRIGGER_ORDER)):
+        for value in values:
+            try:
+                metric.remove(namespace, policy, value)
+            except KeyError:
+                pass

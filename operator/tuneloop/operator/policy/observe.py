@@ -47,7 +47,7 @@ def evaluation_run(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], no
             report = json.loads(message or "")
         except ValueError:
             report = None
-        if isinstance(report, dict) and isinstance(report.get("models"), list):
+        if isinstance(report, dict) and (isinstance(report.get("models"), list) or isinstance(report.get("objects"), int)):
             return EvaluationRun(succeeded=True, report=report)
         if final_report_pending(job, pods, now):
             return EvaluationRun()  # the pod's final state is a watch event behind the Job's
