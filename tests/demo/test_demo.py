@@ -100,6 +100,6 @@ def test_demo_plays_the_story_to_a_promoted_second_revision(demo: DemoRun) -> No
     png = Path(summary["plot"]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "DegradationDetected" in output and "ModelPromoted" in output
-    assert "kubectl --kubeconfig" in output and "get ftj,mpol" in output
+    assert f"kubectl --kubeconfig {demo.workdir / 'kubeconfig'} -n tuneloop-demo get ftj,mpol" in output
     # Nothing left running: the operator and every training pod were children of the demo.
     assert not processes_of(demo.workdir)

@@ -65,8 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     rt = DemoRuntime(workdir=workdir, namespace=args.namespace, kubeconfig_in=args.kubeconfig,
                      s3_endpoint=args.s3_endpoint, operator_env={"TUNELOOP_POLICY_INTERVAL": "2"})
-    print(f"tuneloop demo: starting ({budget.name} budget); watch it from a second terminal with\n"
-          f"  kubectl --kubeconfig {rt.kubeconfig} get ftj,mpol -n {args.namespace} -w", flush=True)
+    # kubectl watches one resource type at a time (`get ftj,mpol -w` is refused: "you may only
+    # specify a single resource type", kubernetes/kubernetes#133380), hence one command per kind.
+    kubectl = f"kubectl --kubeconfig {rt.kubeconfig} -n {args.namespace}"
+    print(f"tuneloop demo: starting ({budget.name} budget); look from a second terminal with\n"
+          f"  {kubectl} get ftj,mpol,isvc\n  {kubectl} get ftj -w      # or: get mpol -w", flush=True)
     display = None
     try:
         rt.start(progress=lambda line: print(f"  {line}", flush=True))
