@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"The manifests and tickets (default: {DEFAULT_EXAMPLES}).")
     parser.add_argument("--kubeconfig", default=None, help="A real cluster instead of the emulator, kubelet and operator.")
     parser.add_argument("--s3-endpoint", default=None, help="A real S3 endpoint instead of the embedded one.")
-    parser.add_argument("--timeout", type=float, default=None, help="Give up after this many seconds (default: 900).")
+    parser.add_argument("--timeout", type=float, default=None, help="Give up after this many seconds (default: 1800).")
     return parser.parse_args(argv)
 
 

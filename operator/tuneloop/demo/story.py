@@ -51,8 +51,8 @@ class Budget:
     timeout: float  # seconds for the whole story
 
 
-FULL = Budget("full", epochs=4, max_seq_length=64, timeout=900)
-SMALL = Budget("small", epochs=2, max_seq_length=48, timeout=900)
+FULL = Budget("full", epochs=4, max_seq_length=64, timeout=1800)
+SMALL = Budget("small", epochs=2, max_seq_length=48, timeout=1800)
 
 
 class StoryFailed(Exception):
