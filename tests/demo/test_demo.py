@@ -29,6 +29,7 @@ RUN_TIMEOUT = 1900  # seconds: the demo gives up after 1800 s (minutes on a quie
 
 pytestmark = [
     pytest.mark.demo,
+    pytest.mark.slow,
     pytest.mark.timeout(RUN_TIMEOUT + 60),
     pytest.mark.skipif(not os.environ.get("TUNELOOP_TEST_DEMO"), reason="slow (MiniLM trains twice): set TUNELOOP_TEST_DEMO=1"),
 ]

@@ -26,7 +26,7 @@ from tuneloop.emulator.kubelet import Kubelet
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_testkit import BUCKET, build_tiny_model, classification_rows, free_port, upload_dir, upload_jsonl
 
-pytestmark = [pytest.mark.plays_controllers,
+pytestmark = [pytest.mark.plays_controllers, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus server (Debian package)")]
 
 LOOP_TIMEOUT = 180  # train (torch start dominates) + one evaluation run, on 2 busy cores
@@ -372,3 +372,29 @@ def test_new_objects_in_s3_fire_new_data_through_a_short_job(cluster: Cluster, p
                       what="status naming r1")
     assert status["lastTrigger"]["type"] == "newData" and "2 new objects" in status["lastTrigger"]["message"]
     assert status["history"][-1]["dataWatermark"] >= status["newData"]["since"]
+
+
+def test_scheduled_evaluation_scores_the_champion_and_its_value_triggers_a_retrain(
+        cluster: Cluster, policy_operator: OperatorProcess, kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
+        s3_secret: str) -> None:
+    train, fresh = setup_data(s3, cluster)
+    policy(cluster, s3, "nightly", model=tiny_bert_s3, train=train, fresh=fresh, secret=s3_secret, adoptModelURI=tiny_bert_s3,
+           evaluation={"dataset": {"uri": fresh}, "metric": "accuracy", "schedule": "* * * * *", "timeZone": "Europe/Berlin"},
+           triggers={"metric": {"source": "evaluation", "operator": "<", "threshold": 0.99, "for": "0s"}},
+           promotion={"metric": "accuracy", "direction": "maximize"})
+    first = wait_for(lambda: (s := mpol_status(cluster, "nightly")).get("nextEvaluation") and s, timeout=20,
+                     what="nextEvaluation in status")
+    assert first["nextEvaluation"].endswith(":00Z") and revisions(cluster, "nightly") == []
+    # At the next minute the champion (the untrained r0) is scored on the fresh data by a Job...
+    evaluated = wait_for(lambda: (s := mpol_status(cluster, "nightly")).get("lastEvaluation") and s, timeout=150,
+                         interval=0.5, what="the scheduled evaluation recorded")
+    last = evaluated["lastEvaluation"]
+    assert (last["revision"], last["metric"], last["rows"]) == ("r0", "accuracy", 40), last
+    assert 0 <= last["value"] < 0.99
+    # ... and its value, below the threshold, retrains.
+    wait_for(lambda: revisions(cluster, "nightly") == ["nightly-r1"], timeout=20, what="the evaluation's value retrains")
+    status = wait_for(lambda: (s := mpol_status(cluster, "nightly")).get("activeJob") == "nightly-r1" and s, timeout=10,
+                      what="status naming r1")
+    assert status["lastTrigger"]["type"] == "metric" and "evaluation accuracy" in status["lastTrigger"]["message"]
+    exported = policy_operator.metrics()
+    assert f'tuneloop_policy_watched_value{{namespace="{cluster.ns}",policy="nightly"}} {float(last["value"])}' in exported

@@ -19,7 +19,7 @@ from tuneloop.operator.builders import (
     CONFIG_DIR, CONFIG_KEY, CONTAINER, LABEL_FINETUNEJOB, Owner, TrainerDefaults, build_pod_failure_policy,
     build_pod_template,
 )
-from tuneloop.operator.policy.decide import DATA, EvaluationRequest
+from tuneloop.operator.policy.model import DATA, EvaluationRequest
 
 KIND = "MaintenancePolicy"
 PLURAL = "maintenancepolicies"

@@ -36,7 +36,8 @@ from tuneloop.operator.policy import metrics
 from tuneloop.operator.policy.builders import (
     KIND, LABEL_POLICY, PLURAL, build_evaluation, build_revision, read_field, revision_spec, target_patch,
 )
-from tuneloop.operator.policy.decide import DATA, Action, Observations, Tuning, decide, revision_name
+from tuneloop.operator.policy.decide import decide
+from tuneloop.operator.policy.model import DATA, Action, Observations, Tuning, revision_name
 from tuneloop.operator.policy.observe import evaluation_run, owned_by, query_prometheus, revision_run
 from tuneloop.operator.status import parse_time, status_patch
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import aiohttp
 
-from tuneloop.operator.policy.decide import EvaluationRun, Reading, RevisionRun
+from tuneloop.operator.policy.model import EvaluationRun, Reading, RevisionRun
 from tuneloop.operator.scrape import final_report_pending
 from tuneloop.operator.status import error_line, pod_problem, pod_rank, trainer_terminated
 
