@@ -38,7 +38,7 @@ def write_plot(path: Path, loss: dict[str, list[tuple[float, int, float]]], summ
     if summary.get("shiftAt") is not None:
         right.axvline(summary["shiftAt"], color="gray", linestyle="-.", label="shifted tickets arrive")
     right.set(title=f"Watched {metric} over time", xlabel="seconds since start", ylabel=metric, ylim=(0, 1.05))
-    right.legend(loc="lower left", fontsize="small")
+    right.legend(loc="center right", fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
