@@ -38,14 +38,16 @@ def test_challenger_and_champion_are_scored_on_the_same_rows_and_reported(
 
 def test_new_data_check_counts_objects_after_the_watermark(s3: Any, run_inprocess: Any, tmp_path: Path,
                                                            monkeypatch: Any) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import timezone
 
     from trainer_testkit import BUCKET, upload_jsonl
 
     upload_jsonl(s3, "incoming/old.jsonl", classification_rows(5, seed=1))
-    since = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The watermark is the old object's own time (what a check would have reported as newest).
+    old = s3.head_object(Bucket=BUCKET, Key="incoming/old.jsonl")["LastModified"]
+    since = old.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     import time
-    time.sleep(2.1)  # S3 times are whole seconds
+    time.sleep(1.1)  # S3 times are whole seconds: the next objects are strictly newer
     upload_jsonl(s3, "incoming/a.jsonl", classification_rows(5, seed=2))
     upload_jsonl(s3, "incoming/b.jsonl", classification_rows(5, seed=3))
     upload_jsonl(s3, "elsewhere/c.jsonl", classification_rows(5, seed=4))

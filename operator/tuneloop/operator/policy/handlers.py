@@ -140,10 +140,15 @@ def carry_out(kube: Kube, body: kopf.Body, owner: Owner, spec: MaintenancePolicy
         try:
             publish(kube, spec, owner.namespace, action.publish)
         except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            # Not published: the next pass tries again. One Event per distinct error, not one per pass.
             status["published"] = (body.get("status") or {}).get("published")
-            status.setdefault("conditions", [])
             logger.warning(f"Promotion target not written: {exc}")
-            kopf.event(body, type="Warning", reason="PromotionTargetFailed", message=f"{action.publish}: {exc}")
+            errors = memo.setdefault("policy_publish_errors", {})
+            if errors.get(owner.uid) != str(exc):
+                errors[owner.uid] = str(exc)
+                kopf.event(body, type="Warning", reason="PromotionTargetFailed", message=f"{action.publish}: {exc}")
+        else:
+            memo.setdefault("policy_publish_errors", {}).pop(owner.uid, None)
     for name in action.delete_revisions:
         kube.delete("FineTuneJob", owner.namespace, name)
     for name in action.delete_evaluations:

@@ -1,0 +1,72 @@
+"""Publishing the champion to its promotion target, through `Kube`, against the API emulator."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+import pytest
+
+from tuneloop.api.policy import MaintenancePolicySpec
+from tuneloop.emulator.client import JsonApi, resource_path
+from tuneloop.operator.kube import Kube
+from tuneloop.operator.policy.handlers import publish
+from support.manifests import maintenancepolicy
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "models.serving.example.com"},
+    "spec": {"group": "serving.example.com", "scope": "Namespaced",
+             "names": {"kind": "Model", "plural": "models", "singular": "model"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def spec(target: dict) -> MaintenancePolicySpec:
+    doc = copy.deepcopy(maintenancepolicy()["spec"])
+    doc["promotion"]["target"] = target
+    return MaintenancePolicySpec.from_dict(doc)
+
+
+@pytest.fixture
+def cluster(kube: Any) -> tuple[Kube, JsonApi, str]:
+    api = JsonApi(kube.kubeconfig)
+    namespace = kube.create_namespace()
+    try:
+        api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD)
+    except Exception as exc:  # noqa: BLE001 - made by an earlier test in this session
+        assert "409" in str(exc) or "exists" in str(exc).lower()
+    return Kube(kube.api_client), api, namespace
+
+
+def test_config_map_key_is_created_then_updated_and_other_keys_stay(cluster: tuple[Kube, JsonApi, str]) -> None:
+    kube, api, ns = cluster
+    target = spec({"type": "ConfigMap", "configMap": {"name": "serving", "key": "modelURI"}})
+    publish(kube, target, ns, "s3://m/r1/final/")
+    assert api.get(resource_path("v1", "configmaps", ns, "serving"))["data"] == {"modelURI": "s3://m/r1/final/"}
+    api.patch(resource_path("v1", "configmaps", ns, "serving"), {"data": {"replicas": "3"}})
+    publish(kube, target, ns, "s3://m/r2/final/")
+    assert api.get(resource_path("v1", "configmaps", ns, "serving"))["data"] == {"modelURI": "s3://m/r2/final/", "replicas": "3"}
+
+
+def test_object_field_of_a_custom_kind_is_patched_and_a_missing_object_is_retried(cluster: tuple[Kube, JsonApi, str]) -> None:
+    kube, api, ns = cluster
+    target = spec({"type": "ObjectField", "objectField": {"apiVersion": "serving.example.com/v1", "kind": "Model",
+                                                          "name": "router", "fieldPath": "spec.source.uri"}})
+    with pytest.raises(kopf.TemporaryError, match="does not exist"):
+        publish(kube, target, ns, "s3://m/r1/final/")
+    path = resource_path("serving.example.com/v1", "models", ns, "router")
+    api.create(path.rsplit("/", 1)[0], {"apiVersion": "serving.example.com/v1", "kind": "Model", "metadata": {"name": "router"},
+                                        "spec": {"source": {"uri": "s3://old/", "format": "hf"}, "replicas": 2}})
+    publish(kube, target, ns, "s3://m/r1/final/")
+    assert api.get(path)["spec"] == {"source": {"uri": "s3://m/r1/final/", "format": "hf"}, "replicas": 2}
+
+
+def test_a_kind_the_api_server_does_not_serve_is_named(cluster: tuple[Kube, JsonApi, str]) -> None:
+    kube, _, ns = cluster
+    target = spec({"type": "ObjectField", "objectField": {"apiVersion": "serving.example.com/v1", "kind": "Nope",
+                                                          "name": "x", "fieldPath": "spec.uri"}})
+    with pytest.raises(kopf.TemporaryError, match="Nope is not served"):
+        publish(kube, target, ns, "s3://m/")
