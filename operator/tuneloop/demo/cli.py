@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -47,8 +48,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (e.g. `kill`, a CI timeout) unwinds like Ctrl-C, so everything is stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_stopped)
     from tuneloop.demo.display import make_display
     from tuneloop.demo.story import FULL, SMALL, Story, StoryFailed
 
@@ -87,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tuneloop demo: FAILED: {exc}\n  logs: {workdir}/logs (operator), {workdir}/pods (training pods)",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\ntuneloop demo: interrupted; stopping everything", file=sys.stderr)
-        return 130
+        return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
     finally:
         rt.stop()
 
