@@ -11,7 +11,6 @@ torchrun, rendezvous through rank 0's headless-Service name into one gloo world 
 
 from __future__ import annotations
 
-import base64
 import math
 import os
 import signal
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
+from tuneloop.demo.s3 import S3Server, credentials_secret
 from tuneloop.emulator.kubelet import Kubelet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
@@ -30,7 +30,6 @@ from trainer_testkit import (
     BUCKET,
     build_tiny_model,
     classification_rows,
-    free_port,
     list_keys,
     read_json,
     upload_dir,
@@ -46,19 +45,10 @@ BATCH_SIZE, SEED = 8, 1  # per process (each rank takes batchSize rows of a glob
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    """moto's S3 server on a free port, with the bucket the jobs read from and write to."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket=BUCKET)
-    client.endpoint = f"http://127.0.0.1:{port}"
-    yield client
-    server.stop()
+    """moto's S3 server on a free port (the one `tuneloop demo` runs), with the bucket the jobs use."""
+    with S3Server() as server:
+        server.create_bucket(BUCKET)
+        yield server.client
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +71,7 @@ def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet
 @pytest.fixture
 def s3_secret(cluster: Cluster) -> str:
     """The S3 credentials as a Secret: the pod gets them through secretKeyRef, never the ConfigMap."""
-    data = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    cluster.api.create(resource_path("v1", "secrets", cluster.ns), {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+    cluster.api.create(resource_path("v1", "secrets", cluster.ns), credentials_secret("s3-credentials", cluster.ns))
     return "s3-credentials"
 
 

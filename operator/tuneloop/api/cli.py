@@ -109,6 +109,15 @@ def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO =
     val.add_argument("--old", action="append", default=[], metavar="PATH",
                      help="Manifests as they are now (matched by kind/namespace/name), to check immutable fields.")
     val.add_argument("-q", "--quiet", action="store_true", help="Print problems only, no notes or summary.")
+    sub.add_parser("demo", add_help=False, help="The whole maintenance loop on this machine (`tuneloop demo --help`).")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        # Its own parser, imported only here: `tuneloop validate` stays light (no kopf, boto3,
+        # moto, rich, matplotlib). Dispatched before parsing: argparse's REMAINDER would not
+        # pass on options such as --help.
+        from tuneloop.demo.cli import main as demo
+
+        return demo(argv[1:])
     args = parser.parse_args(argv)
 
     unreadable = False

@@ -26,6 +26,7 @@ class CustomResource:
     resource: kmock.resource
     info: kmock.ResourceInfo
     schema: dict[str, Any] | None  # the version's openAPIV3Schema, if any
+    columns: tuple[dict[str, Any], ...] = ()  # the version's additionalPrinterColumns (kubectl's Table)
 
 
 def crd_problems(crd: Mapping[str, Any]) -> list[str]:
@@ -64,7 +65,9 @@ def crd_resources(crd: Mapping[str, Any]) -> list[CustomResource]:
             categories=set(names.get("categories") or []),
             subresources={name for name in ("status", "scale") if name in subresources},
         )
-        resources.append(CustomResource(kmock.resource(spec["group"], version["name"], names["plural"]), info, schema))
+        columns = tuple(version.get("additionalPrinterColumns") or spec.get("additionalPrinterColumns") or ())
+        resources.append(CustomResource(kmock.resource(spec["group"], version["name"], names["plural"]), info, schema,
+                                        columns))
     return resources
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ import attrs
 import kmock
 import yaml
 
-from tuneloop.emulator import errors, patches
+from tuneloop.emulator import errors, objects, patches, tables
 from tuneloop.emulator.api import ApiServer
 from tuneloop.emulator.crds import CrdSource, load_crds
 from tuneloop.emulator.paths import parse_api_path
@@ -158,16 +159,25 @@ class Emulator(kmock.KubernetesEmulator):
         api, query = self._api, request.params
         resource, namespace, name, subresource = request.resource, request.namespace, request.name, request.subresource
         assert resource is not None  # routed here only with a resource
+        columns = self._table_columns(request)
         match request.method:
             case "GET" if query.get("watch") in _TRUE:
-                return await self._serve_watch(request)
+                return await self._serve_watch(request, columns)
             case "GET" if name:
-                return _json_response(api.get(resource, namespace, name, subresource))
+                found = api.get(resource, namespace, name, subresource)
+                if columns is not None and not subresource:
+                    return _json_response(tables.table([found], columns, _now(), objects.metadata(found).get("resourceVersion")))
+                return _json_response(found)
             case "GET":
-                return _json_response(api.list(
+                listed = api.list(
                     resource, namespace, label_selector=query.get("labelSelector"),
                     field_selector=query.get("fieldSelector"), limit=_number(query, "limit", int),
-                    continue_token=query.get("continue")))
+                    continue_token=query.get("continue"))
+                if columns is not None:
+                    table = tables.table(listed["items"], columns, _now(), listed["metadata"].get("resourceVersion"))
+                    table["metadata"].update({k: v for k, v in listed["metadata"].items() if k == "continue"})
+                    return _json_response(table)
+                return _json_response(listed)
             case "POST" if not name:
                 return _json_response(api.create(resource, namespace, request.data), 201)
             case "PUT" if name:
@@ -183,7 +193,14 @@ class Emulator(kmock.KubernetesEmulator):
                     field_selector=query.get("fieldSelector"), options=_delete_options(request)))
         raise errors.method_not_allowed()
 
-    async def _serve_watch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+    def _table_columns(self, request: kmock.Request) -> list[dict[str, Any]] | None:
+        """The printer columns when the client asks for a Table of a custom resource (kubectl)."""
+        if request.method != "GET" or not tables.accepts_table(request.headers.get("Accept")):
+            return None
+        assert request.resource is not None
+        return self._api.registry.columns(request.resource)
+
+    async def _serve_watch(self, request: kmock.Request, columns: list[dict[str, Any]] | None = None) -> aiohttp.web.StreamResponse:
         query = request.params
         assert request.resource is not None
         events = self._api.watch(
@@ -199,7 +216,14 @@ class Emulator(kmock.KubernetesEmulator):
         # kmock's Request keeps the aiohttp request privately; a stream must be prepared on it.
         await response.prepare(request._raw_request)
         try:
+            headers = True
             async for event in events:
+                if columns is not None and event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    # As kube-apiserver: each object as a one-row Table, column definitions in the first.
+                    obj = event["object"]
+                    event = {**event, "object": tables.table([obj], columns, _now(),
+                                                             objects.metadata(obj).get("resourceVersion"), headers)}
+                    headers = False
                 await response.write(_dumps(event) + b"\n")
             await response.write_eof()
         except ConnectionResetError:
@@ -214,6 +238,10 @@ class Emulator(kmock.KubernetesEmulator):
         finally:
             await events.aclose()  # type: ignore[attr-defined]
         return response
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _dumps(payload: Any) -> bytes:

@@ -29,6 +29,7 @@ class ResourceRegistry:
     def __init__(self, resources: kmock.ResourcesArray) -> None:
         self._resources = resources
         self._schemas: dict[kmock.resource, dict[str, Any]] = {}
+        self._columns: dict[kmock.resource, list[dict[str, Any]]] = {}
         self._infos: dict[kmock.resource, kmock.ResourceInfo] = {}  # a fast mirror, see info()
 
     def load_builtins(self) -> None:
@@ -55,6 +56,10 @@ class ResourceRegistry:
     def schema(self, resource: kmock.resource) -> dict[str, Any] | None:
         return self._schemas.get(resource)
 
+    def columns(self, resource: kmock.resource) -> list[dict[str, Any]] | None:
+        """A custom resource's printer columns (None for other resources: plain JSON for them)."""
+        return self._columns.get(resource)
+
     def is_custom(self, resource: kmock.resource) -> bool:
         return resource in self._schemas
 
@@ -66,10 +71,12 @@ class ResourceRegistry:
             self._resources[custom.resource] = custom.info
             self._infos[custom.resource] = custom.info
             self._schemas[custom.resource] = custom.schema or {}
+            self._columns[custom.resource] = list(custom.columns)
 
     def unregister(self, custom_resources: list[CustomResource]) -> None:
         for custom in custom_resources:
             self._schemas.pop(custom.resource, None)
+            self._columns.pop(custom.resource, None)
             self._infos.pop(custom.resource, None)
             if custom.resource in self._resources:
                 del self._resources[custom.resource]
