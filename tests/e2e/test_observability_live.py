@@ -3,7 +3,9 @@
 The operator (a subprocess) runs a FineTuneJob whose pod the local kubelet starts as the
 real `tuneloop-train` on a tiny BERT, reading and writing moto's S3 (as in test_full_loop).
 Debian's `prometheus` scrapes the operator's metrics port and the training pod's (found, as a
-PodMonitor would, from the pod's `metrics` port), with the rules file loaded. Then every
+PodMonitor would, from the pod's `metrics` port), with the rules file loaded; a
+MaintenancePolicy beside the job, its metric trigger watching this Prometheus, keeps Ready
+(NOT_LIVE says which two policy metrics that leaves out). Then every
 PromQL expression of the dashboard must return data for this job over the run, every
 variable must list it, and every alert rule must parse, evaluate and be healthy in
 Prometheus' own rule manager. GPU-only panels (MFU, GPU memory) may be empty on a CPU.
@@ -19,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from e2e.harness import Cluster, OperatorProcess, wait_for
+from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
 from e2e.test_full_loop import BATCH_SIZE, TRAIN_TIMEOUT, kubelet, s3, s3_secret, tiny_bert_s3  # noqa: F401  (fixtures)
 from observability.observability import GPU_ONLY, RULES, dashboard_queries, metric_names, rules, variable_queries
 from support.prometheus import PrometheusServer
@@ -28,6 +30,12 @@ from trainer_testkit import BUCKET, classification_rows, upload_jsonl
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing: run .ci/setup")
 
 JOB = "watched"
+POLICY = "guard"
+# A MaintenancePolicy the operator keeps Ready during the run (an adopted champion, a metric
+# trigger on this Prometheus that does not breach) exports every policy metric but these two:
+# no retrain starts (training a revision is a second run), so neither its counter nor the time
+# of the last successful retrain exists. promtool's unit tests and the export check cover them.
+NOT_LIVE = {"tuneloop_policy_retrains_total", "tuneloop_policy_last_retrain_timestamp_seconds"}
 TRAINERS = "tuneloop-trainer"
 
 
@@ -42,8 +50,8 @@ def prometheus(operator: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus
     server.stop()
 
 
-def submit(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> None:  # noqa: F811 - the s3 fixture
-    spec = {
+def job_spec(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> dict:  # noqa: F811 - the s3 fixture
+    return {
         "task": "sequence-classification",
         "model": {"source": model},
         "dataset": {"train": train},
@@ -54,8 +62,32 @@ def submit(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> No
         "resources": {"nodes": 1, "gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
         "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "credentialsSecret": {"name": secret}},
     }
+
+
+def submit(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> None:  # noqa: F811 - the s3 fixture
+    spec = job_spec(cluster, s3, model, train, secret)
     cluster.api.create(cluster.ftj_path(), {"apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob",
                                             "metadata": {"name": JOB, "namespace": cluster.ns}, "spec": spec})
+
+
+def submit_policy(cluster: Cluster, s3: Any, model: str, train: str, secret: str, prometheus_url: str) -> None:  # noqa: F811
+    spec = {
+        "model": POLICY, "adoptModelURI": model,  # champion r0 at once: no first revision to train
+        "jobTemplate": {"spec": job_spec(cluster, s3, model, train, secret)},
+        "evaluation": {"dataset": {"uri": train}, "metric": "accuracy"},
+        # Watched on the real Prometheus of this test; 0.9 is not below 0.5: Ready, nothing retrains.
+        "triggers": {"metric": {"source": "prometheus", "query": "vector(0.9)", "prometheusURL": prometheus_url,
+                                "operator": "<", "threshold": 0.5, "for": "10m"}},
+        "promotion": {"metric": "accuracy", "direction": "maximize"},
+    }
+    cluster.api.create(resource_path("tuneloop.dev/v1alpha1", "maintenancepolicies", cluster.ns),
+                       {"apiVersion": "tuneloop.dev/v1alpha1", "kind": "MaintenancePolicy",
+                        "metadata": {"name": POLICY, "namespace": cluster.ns}, "spec": spec})
+
+
+def policy_ready(cluster: Cluster) -> bool:
+    status = (cluster.api.get(resource_path("tuneloop.dev/v1alpha1", "maintenancepolicies", cluster.ns, POLICY)) or {}).get("status") or {}
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or ())
 
 
 def metrics_port(cluster: Cluster) -> int | None:
@@ -67,7 +99,8 @@ def metrics_port(cluster: Cluster) -> int | None:
 
 def as_grafana_would(expr: str, namespace: str) -> str:
     """The dashboard's variables as Grafana substitutes them for one namespace and job (names hold no regex metacharacters)."""
-    return (expr.replace("$__rate_interval", "5s").replace("$namespace", namespace).replace("$job", JOB))
+    return (expr.replace("$__rate_interval", "5s").replace("$namespace", namespace).replace("$job", JOB)
+            .replace("$policy", POLICY))
 
 
 @pytest.mark.plays_controllers
@@ -79,6 +112,7 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cl
     rows += rows[:15] + [{"text": "", "label": rows[0]["label"]}] * 4  # duplicates and empty rows: dropped, by reason
     train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", rows)
     submit(cluster, s3, tiny_bert_s3, train, s3_secret)
+    submit_policy(cluster, s3, tiny_bert_s3, train, s3_secret, prometheus.url)
 
     port = wait_for(lambda: metrics_port(cluster), timeout=TRAIN_TIMEOUT, what="a running training pod")
     prometheus.set_targets(TRAINERS, [f"127.0.0.1:{port}"])
@@ -87,11 +121,15 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cl
              timeout=TRAIN_TIMEOUT, interval=0.5, what="the trainer's eval loss and checkpoint size in Prometheus")
     # Twice the full loop's margin: on a shared, busy machine the trainer's 160 steps alone can take a minute.
     cluster.wait_phase(JOB, "Succeeded", timeout=2 * TRAIN_TIMEOUT)
+    wait_for(lambda: policy_ready(cluster) and prometheus.query(f'tuneloop_policy_watched_value{{policy="{POLICY}"}}'),
+             timeout=30, interval=0.5, what="the policy Ready and its watched value in Prometheus")
     time.sleep(3)  # a few more scrapes of the operator after Succeeded, and rule evaluations
 
     end = time.time()
     empty = []
     for title, expr in dashboard_queries():
+        if metric_names(expr) <= NOT_LIVE:
+            continue
         series = prometheus.query_range(as_grafana_would(expr, cluster.ns), started, end)
         if not series and not (metric_names(expr) <= GPU_ONLY and not torch.cuda.is_available()):
             empty.append(f"{title}: {expr}")
@@ -103,7 +141,7 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cl
         metric, label = re.fullmatch(r"label_values\((.+), (\w+)\)", query).groups()
         values = prometheus.api(f"label/{label}/values", **{"match[]": as_grafana_would(metric, cluster.ns),
                                                             "start": started, "end": end})
-        assert (cluster.ns if label == "namespace" else JOB) in values, (name, values)
+        assert {"namespace": cluster.ns, "finetunejob": JOB, "policy": POLICY}[label] in values, (name, values)
 
     for rule in rules():
         prometheus.query(rule["expr"])  # parses and evaluates, or raises with Prometheus' error

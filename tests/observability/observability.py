@@ -57,6 +57,7 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 
 def code_exports() -> set[str]:
     from tuneloop.operator import metrics as operator_metrics
+    from tuneloop.operator.policy import metrics as _policy_metrics  # noqa: F401  (registers tuneloop_policy_* in REGISTRY)
     from tuneloop.trainer.metrics import TrainerMetrics
 
     return exported_names(operator_metrics.REGISTRY) | exported_names(TrainerMetrics("j", "ns").registry)

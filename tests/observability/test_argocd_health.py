@@ -2,12 +2,15 @@
 the body of a function of `obj`, in Lua 5.1 (Argo CD's gopher-lua speaks 5.1), through lupa.
 
 FineTuneJob statuses are not made up: they come from the operator's own `derive_status`
-over every row of the status table in tests/operator/test_status.py.
+over every row of the status table in tests/operator/test_status.py; MaintenancePolicy
+statuses from passes of the policy controller's `decide` (tests/operator/test_policy_decide.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,36 +90,162 @@ def test_finetunejob_without_status_or_with_an_unobserved_spec_is_progressing():
     assert got == "Progressing" and "generation 2" in message
 
 
-def cond(type_: str, status: str = "True", reason: str = "", message: str = "") -> dict:
-    return {"type": type_, "status": status, "reason": reason, "message": message}
+def load_policy_table() -> Any:
+    spec = importlib.util.spec_from_file_location("policy_table", REPO / "tests" / "operator" / "test_policy_decide.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-# MaintenancePolicy statuses as its controller (issue 10) writes them: conditions and activeJob.
-POLICY_CASES = [
-    ("no status yet", {}, None, "Progressing", "Waiting"),
-    ("first evaluation pending", {"conditions": [cond("Ready", "False")]}, None, "Progressing", "first evaluation"),
-    ("ready", {"conditions": [cond("Ready", message="champion r3 accuracy 0.91")]}, None, "Healthy", "champion r3"),
-    ("ready while a scheduled retrain runs", {"conditions": [cond("Ready", message="champion r3")], "activeJob": "m-r4"}, None,
-     "Healthy", "m-r4"),
-    ("degraded, retraining", {"conditions": [cond("Degraded", reason="BelowThreshold"), cond("Ready", "False")], "activeJob": "m-r4"},
-     None, "Progressing", "m-r4"),
-    ("degraded, no retrain running", {"conditions": [cond("Degraded", reason="BelowThreshold", message="accuracy 0.71 < 0.8")]},
-     None, "Degraded", "no retrain running"),
-    ("stalled", {"conditions": [cond("Stalled", reason="EvaluationFailed", message="dataset s3://d/fresh/ missing")]}, None,
-     "Degraded", "EvaluationFailed"),
-    ("suspended by condition", {"conditions": [cond("Suspended"), cond("Ready")]}, None, "Suspended", "Suspended"),
-    ("suspended by spec", {"conditions": [cond("Ready")]}, {"suspend": True}, "Suspended", "Suspended"),
-    ("spec not yet observed", {"observedGeneration": 1, "conditions": [cond("Ready")]}, None, "Progressing", "generation 2"),
+POLICY = load_policy_table()
+T0 = POLICY.T0
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+# MaintenancePolicy statuses are not made up either: each scenario plays passes of the real
+# `decide` (tests/operator/test_policy_decide.py's Loop) and returns the policy as Argo CD
+# sees it: the spec as applied and the status the last pass wrote.
+def first_revision_training() -> Any:
+    loop = POLICY.Loop(POLICY.spec())
+    loop.step(T0)
+    return loop
+
+
+def first_revision_evaluating() -> Any:
+    loop = first_revision_training()
+    loop.train("router-r1")
+    loop.step(minutes(1))
+    return loop
+
+
+def pending_without_champion() -> Any:
+    loop = first_revision_training()  # the first revision failed: no champion, nothing active
+    loop.revisions["router-r1"] = POLICY.RevisionRun(phase="Failed", message="OOMKilled")
+    loop.step(minutes(2))
+    return loop
+
+
+def ready() -> Any:
+    return POLICY.champion_loop(triggers=POLICY.prom(for_="10m"), guards={"cooldown": "1h"})
+
+
+def ready_within_threshold() -> Any:
+    loop = ready()
+    loop.step(minutes(30), prometheus=POLICY.Reading(0.9))
+    return loop
+
+
+def degraded_waiting_for() -> Any:
+    loop = ready()  # below the threshold, but not yet for 10 minutes: nothing retrains yet
+    loop.step(minutes(90), prometheus=POLICY.Reading(0.7))
+    return loop
+
+
+def degraded_retraining() -> Any:
+    loop = degraded_waiting_for()
+    assert loop.step(minutes(101), prometheus=POLICY.Reading(0.7)).retrained == "metric"
+    return loop
+
+
+def degraded_in_cooldown() -> Any:
+    loop = degraded_retraining()  # the challenger loses; the model stays degraded, cooldown holds the next retrain
+    loop.train("router-r2")
+    loop.step(minutes(102), prometheus=POLICY.Reading(0.7))
+    loop.gate("r2", 0.6, 0.8)
+    loop.step(minutes(103), prometheus=POLICY.Reading(0.7))
+    assert loop.verdicts()["r2"] == "Rejected"
+    loop.step(minutes(120), prometheus=POLICY.Reading(0.7))
+    return loop
+
+
+def ready_while_a_retrain_runs() -> Any:
+    loop = POLICY.champion_loop(triggers={"manual": {}}, guards={"cooldown": "0s"})
+    assert loop.step(minutes(30), manual="now").retrained == "manual"
+    return loop
+
+
+def prometheus_unreachable() -> Any:
+    loop = ready()
+    loop.tuning = POLICY.Tuning(stalled_after=60, backoff_base=10, backoff_max=40)
+    for seconds in (0, 10, 30, 70):
+        loop.step(minutes(30) + timedelta(seconds=seconds), prometheus=POLICY.Reading(error="connection refused"))
+    return loop
+
+
+def suspended_while_degraded() -> Any:
+    loop = POLICY.champion_loop(triggers=POLICY.prom(for_="0s"), guards={"suspend": True, "cooldown": "0s"})
+    loop.step(minutes(30), prometheus=POLICY.Reading(0.1))
+    return loop
+
+
+def pinned() -> Any:
+    loop = POLICY.champion_loop()
+    loop.spec = POLICY.spec(pinnedRevision="r1")
+    loop.step(minutes(30))
+    return loop
+
+
+def adopted() -> Any:
+    loop = POLICY.Loop(POLICY.spec(adoptModelURI="s3://prod/router/v7/"))
+    loop.step(T0)
+    return loop
+
+
+# (scenario, the phase decide wrote, Argo CD's health, a fragment of the operator's own words in the message)
+POLICY_SCENARIOS = [
+    (first_revision_training, "Retraining", "Progressing", "router-r1"),
+    (first_revision_evaluating, "Evaluating", "Progressing", "router-r1 evaluating"),
+    (pending_without_champion, "Pending", "Progressing", "no champion yet"),
+    (ready, "Ready", "Healthy", "champion r1 serves"),
+    (ready_within_threshold, "Ready", "Healthy", "champion r1"),
+    (adopted, "Ready", "Healthy", "champion r0 serves s3://prod/router/v7/"),
+    (pinned, "Ready", "Healthy", "pinned by spec.pinnedRevision"),
+    (ready_while_a_retrain_runs, "Retraining", "Healthy", "retraining: router-r2"),
+    (degraded_waiting_for, "Degraded", "Degraded", "accuracy"),
+    (degraded_retraining, "Retraining", "Progressing", "router-r2"),
+    (degraded_in_cooldown, "Degraded", "Degraded", "held by spec.guards.cooldown"),
+    (prometheus_unreachable, "Stalled", "Degraded", "connection refused"),
+    (suspended_while_degraded, "Suspended", "Suspended", "spec.guards.suspend"),
 ]
 
 
-@pytest.mark.parametrize("status, spec, expected, fragment", [c[1:] for c in POLICY_CASES], ids=[c[0] for c in POLICY_CASES])
-def test_maintenancepolicy_health(status: dict, spec: dict | None, expected: str, fragment: str) -> None:
-    obj: dict[str, Any] = {"metadata": {"name": "m", "generation": 2}, "spec": spec or {"model": "m"}}
-    if status:
-        obj["status"] = status
-    got, message = health("MaintenancePolicy", obj)
+def policy_object(loop: Any) -> dict:
+    return {"metadata": {"name": "router", "generation": 1}, "spec": loop.spec.to_dict(), "status": loop.state}
+
+
+@pytest.mark.parametrize("scenario, phase, expected, fragment", POLICY_SCENARIOS, ids=[s[0].__name__ for s in POLICY_SCENARIOS])
+def test_maintenancepolicy_health_of_statuses_decide_writes(scenario: Any, phase: str, expected: str, fragment: str) -> None:
+    loop = scenario()
+    assert loop.state["phase"] == phase  # the scenario reaches the state it names
+    got, message = health("MaintenancePolicy", policy_object(loop))
     assert (got, fragment in message) == (expected, True), message
+
+
+def test_every_phase_decide_writes_has_a_scenario() -> None:
+    import inspect
+
+    from tuneloop.operator.policy import decide
+
+    phases = set(re.findall(r'phase, reason = "(\w+)"', inspect.getsource(decide))) | {"Stalled"}
+    assert phases == {s[1] for s in POLICY_SCENARIOS}
+
+
+def test_maintenancepolicy_invalid_spec_is_degraded_with_the_field_to_fix() -> None:
+    obs = POLICY.obs(problems=("spec.promotion.metric: 'bleu' is not computed for sequence-classification",))
+    status = POLICY.decide(None, obs, {}, T0).status
+    got, message = health("MaintenancePolicy", {"metadata": {"generation": 1}, "spec": {}, "status": status})
+    assert got == "Degraded" and "InvalidSpec" in message and "spec.promotion.metric" in message
+
+
+def test_maintenancepolicy_without_status_or_with_an_unobserved_spec_is_progressing() -> None:
+    assert health("MaintenancePolicy", {"metadata": {"generation": 1}, "spec": {}})[0] == "Progressing"
+    obj = policy_object(ready())
+    obj["metadata"]["generation"] = 2
+    got, message = health("MaintenancePolicy", obj)
+    assert got == "Progressing" and "generation 2" in message
 
 
 @pytest.mark.parametrize("path, prefix", [("argocd-cm-health.yaml", ("data",)), ("argo-cd-values.yaml", ("configs", "cm"))])
