@@ -95,7 +95,10 @@ def load_yaml_documents(text: str) -> list[Document]:
         raws = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise InputError(f"line {mark.line + 1}" if mark else "", f"not valid YAML: {getattr(err, 'problem', None) or err}") from None
+        where, problem = f"line {mark.line + 1}" if mark else "", str(getattr(err, "problem", None) or err)
+        if "nesting depth" in problem:  # PyYAML >= 6.0.4 stops deep nesting in its own scanner first
+            raise InputError(where, f"nests deeper than {MAX_DEPTH} levels") from None
+        raise InputError(where, f"not valid YAML: {problem}") from None
     except RecursionError:
         raise InputError("", f"nests deeper than {MAX_DEPTH} levels") from None
     documents = []
