@@ -25,20 +25,14 @@ from tuneloop.emulator.kubelet import Kubelet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_testkit import BUCKET, build_tiny_model, classification_rows, free_port, upload_dir, upload_jsonl
+from support.manifests import schemaless_crd
 
 pytestmark = [pytest.mark.plays_controllers, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus server (Debian package)")]
 
 LOOP_TIMEOUT = 180  # train (torch start dominates) + one evaluation run, on 2 busy cores
 MPOL_API = "tuneloop.dev/v1alpha1"
-KSERVE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "inferenceservices.serving.kserve.io"},
-    "spec": {"group": "serving.kserve.io", "scope": "Namespaced",
-             "names": {"kind": "InferenceService", "plural": "inferenceservices", "singular": "inferenceservice"},
-             "versions": [{"name": "v1beta1", "served": True, "storage": True,
-                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
-}
+KSERVE_CRD = schemaless_crd("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices")
 
 
 # --- the outside world: S3, Prometheus and the metric it scrapes ------------------------------------

@@ -12,16 +12,9 @@ from tuneloop.api.policy import MaintenancePolicySpec
 from tuneloop.emulator.client import JsonApi, resource_path
 from tuneloop.operator.kube import Kube
 from tuneloop.operator.policy.handlers import publish
-from support.manifests import maintenancepolicy
+from support.manifests import maintenancepolicy, schemaless_crd
 
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "models.serving.example.com"},
-    "spec": {"group": "serving.example.com", "scope": "Namespaced",
-             "names": {"kind": "Model", "plural": "models", "singular": "model"},
-             "versions": [{"name": "v1", "served": True, "storage": True,
-                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
-}
+CRD = schemaless_crd("serving.example.com", "v1", "Model", "models")
 
 
 def spec(target: dict) -> MaintenancePolicySpec:
