@@ -9,6 +9,9 @@ Multi-process: `accelerate.Accelerator()` reads the torch.distributed variables 
 torchrun (see cli.py). Every rank reads the data and base model; only rank 0 writes to the
 output storage and serves metrics. Data order is a pure function of (seed, epoch,
 world size) (`data.epoch_batches`), so resuming re-derives it and skips what was done.
+
+Beside it: examples.py (rows to tokens), evaluation.py (metrics from sums), checkpoint.py
+(save, publish, resume), export.py (final/ in Hugging Face format).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import math
 import signal
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,13 +43,13 @@ from tuneloop.trainer.checkpoint import (
 )
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.dataset import Splits, load_splits
+from tuneloop.trainer.examples import encode_split
+from tuneloop.trainer.export import export_model
+from tuneloop.trainer.evaluation import DEFAULT_METRIC, metric_direction_ok, task_metrics
 from tuneloop.trainer.metrics import TrainerMetrics
 from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer, sequence_limit
 from tuneloop.trainer.precision import load_dtype, mixed_precision, upcast_trainable
 from tuneloop.trainer.storage import Storage, open_storage
-
-DEFAULT_METRIC = "eval_loss"
-
 
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was published. The CLI exits EXIT_PREEMPTED (retryable)."""
@@ -58,27 +60,6 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def metric_direction_ok(task: str, metric: str) -> bool:
-    allowed = {
-        "causal-lm-sft": {"eval_loss", "perplexity"},
-        "sequence-classification": {"eval_loss", "accuracy", "macro_f1"},
-        "regression": {"eval_loss", "mse", "mae"},
-    }
-    return metric in allowed[task]
-
-
-def classification_metrics(preds: list[int], labels: list[int]) -> dict[str, float]:
-    """Accuracy and macro-F1 (over the classes present in labels or predictions)."""
-    accuracy = sum(p == y for p, y in zip(preds, labels)) / len(labels)
-    f1s = []
-    for c in sorted(set(labels) | set(preds)):
-        tp = sum(p == c and y == c for p, y in zip(preds, labels))
-        fp = sum(p == c and y != c for p, y in zip(preds, labels))
-        fn = sum(p != c and y == c for p, y in zip(preds, labels))
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s)}
 
 
 class Recipe:
@@ -175,26 +156,8 @@ class Recipe:
 
     def encode(self, rows: list[data.Row], split: str) -> list[dict[str, Any]]:
         """Tokenise one split; rows that cannot be used are counted in the data report."""
-        spec, fields, max_len = self.spec, self.spec.dataset.fields, self.max_seq_length
-        out, dropped, changes = [], Counter(), Counter()
-        label_ids = {n: i for i, n in enumerate(self.splits.label_names or [])}
-        for row in rows:
-            reason = "no_response_tokens" if spec.task == "causal-lm-sft" else "unknown_label"
-            if spec.task == "causal-lm-sft":
-                try:
-                    ex = data.encode_sft(row, self.tokenizer, fields, max_len, changes)
-                except data.UnstableChatTemplate:
-                    ex, reason = None, "chat_template_not_prefix_stable"
-            elif spec.task == "regression":
-                ex = data.encode_text(row, self.tokenizer, fields, max_len, float(row[fields.label]))
-            elif row[fields.label] in label_ids:
-                ex = data.encode_text(row, self.tokenizer, fields, max_len, label_ids[row[fields.label]])
-            else:
-                ex = None  # a label never seen in training: the model has no class for it
-            if ex is None:
-                dropped[reason] += 1
-            else:
-                out.append(ex)
+        encoded = encode_split(rows, self.spec, self.tokenizer, self.splits.label_names, self.max_seq_length)
+        dropped, changes = encoded.dropped, encoded.changes
         if dropped:
             report = self.splits.reports.get(split)
             if report is not None:
@@ -204,12 +167,12 @@ class Recipe:
         self.rows_changed[split] = dict(changes)
         if changes.get("response_truncated") and split == "train":
             self.log(f"warning: {changes['response_truncated']} training responses were cut at training.maxSeqLength "
-                     f"{max_len} even without their prompt; raise it to train on whole answers")
+                     f"{self.max_seq_length} even without their prompt; raise it to train on whole answers")
         if dropped.get("chat_template_not_prefix_stable") or changes.get("only_last_turn_trained"):
             self.log(f"warning: the chat template is not prefix-stable ({split}): "
                      f"{changes.get('only_last_turn_trained', 0)} conversations train on their last assistant turn only, "
                      f"{dropped.get('chat_template_not_prefix_stable', 0)} dropped")
-        return out
+        return encoded.examples
 
     def fit_max_seq_length(self, model: Any) -> int:
         """training.maxSeqLength, clamped to what the model can take (a warning says so)."""
@@ -445,14 +408,7 @@ class Recipe:
 
             preds, golds = gather_object([preds])[0:self.world], gather_object([golds])[0:self.world]
             preds, golds = [p for ps in preds for p in ps], [g for gs in golds for g in gs]
-        loss = totals[0] / max(totals[1], 1)
-        if task == "causal-lm-sft":
-            result = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
-        elif task == "regression":
-            result = {"eval_loss": loss, "mse": loss, "mae": sum(abs(p - g) for p, g in zip(preds, golds)) / len(golds)}
-        else:
-            result = {"eval_loss": loss, **classification_metrics(preds, golds)}
-        result = {k: round(v, 6) for k, v in result.items()}
+        result = task_metrics(task, totals[0] / max(totals[1], 1), preds, golds)
         if split == "validation":
             self.metrics.set_eval(result)
             self.state.history.append({"step": self.state.step, **result})
@@ -545,22 +501,8 @@ class Recipe:
         return step
 
     def export_final(self) -> None:
-        """Hugging Face format: config, tokenizer, safetensors (LoRA: adapter, and merged if asked)."""
-        model = self.accelerator.unwrap_model(self.model)
-        local = self.staging / "final"
-        model.save_pretrained(str(local))
-        self.tokenizer.save_pretrained(str(local))
-        if self.spec.training.method == "lora" and self.spec.training.lora and self.spec.training.lora.merge:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(str(local / "merged"))
-            self.tokenizer.save_pretrained(str(local / "merged"))
-        (local / "tuneloop.json").write_text(json.dumps({"task": self.spec.task, "labels": self.splits.label_names,
-                                                          "step": self.exported_step, "base_model": self.spec.model.source,
-                                                          "base_revision": self.spec.model.revision}, indent=1))
-        stale = [k for k in self.output.list("final")]
-        self.output.delete([k for k in stale if not (local / k[len("final/"):]).exists()])
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            self.output.upload_file(path, f"final/{path.relative_to(local).as_posix()}")
+        export_model(self.accelerator.unwrap_model(self.model), self.tokenizer, self.spec, self.splits.label_names,
+                     self.exported_step, self.staging / "final", self.output)
 
     # ================================================================== plumbing
 
