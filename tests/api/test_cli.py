@@ -37,6 +37,15 @@ def test_invalid_manifest_gives_file_doc_path_line_and_exit_1(tmp_path):
     assert f"{path}:1:" not in out
 
 
+def test_a_learning_rate_written_2e_05_is_a_number(tmp_path):
+    # kustomize and Python write small floats without a dot; the API server reads them as numbers.
+    path = tmp_path / "job.yaml"
+    path.write_text((REPO / "examples/finetunejob-classification.yaml").read_text().replace("learningRate: 5.0e-5", "learningRate: 2e-05"))
+    assert "2e-05" in path.read_text()
+    code, out = run(["validate", "-f", str(path)])
+    assert code == 0, out
+
+
 def test_directory_is_walked_and_other_kinds_skipped(tmp_path):
     (tmp_path / "apps" / "router").mkdir(parents=True)
     (tmp_path / "apps" / "router" / "job.yml").write_text(yaml.safe_dump(finetunejob()))

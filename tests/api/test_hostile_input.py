@@ -141,6 +141,12 @@ def test_lone_surrogates_are_refused_by_to_plain() -> None:
         to_plain({"\udc00": 1})
 
 
+def test_exponent_floats_without_a_dot_are_numbers_as_the_api_server_reads_them() -> None:
+    # YAML 1.1 (PyYAML) reads `2e-05` as a string; kustomize and Python write learning rates so.
+    (doc,) = load_yaml_documents("a: 2e-05\nb: -1E+3\nc: '2e-05'\nd: 1_0e2\n")
+    assert doc.value == {"a": 2e-05, "b": -1000.0, "c": "2e-05", "d": "1_0e2"}
+
+
 def test_yaml_timestamps_stay_the_strings_written() -> None:
     (doc,) = load_yaml_documents("a: 2024-09-19\nb: 2001-12-14 21:59:43.10 -5\nc: !!set {x}\n")
     assert doc.value == {"a": "2024-09-19", "b": "2001-12-14 21:59:43.10 -5", "c": {"x": None}}

@@ -133,6 +133,10 @@ INVALID_POLICIES = {
     "cooldown-words": (with_change(MP, "spec.guards", {"cooldown": "1 hour"}), "spec.guards.cooldown"),
     "cron-words": (with_change(MP, "spec.triggers.schedule", {"cron": "every day"}), "spec.triggers.schedule.cron"),
     "cron-out-of-range": (with_change(MP, "spec.evaluation.schedule", "0 25 * * *"), "spec.evaluation.schedule"),
+    # The old regex passed these; croniter (the controller's reader) refuses them or never fires.
+    "cron-zero-step": (with_change(MP, "spec.evaluation.schedule", "*/0 * * * *"), "spec.evaluation.schedule"),
+    "cron-no-such-date": (with_change(MP, "spec.evaluation.schedule", "0 3 31 4 *"), "spec.evaluation.schedule"),
+    "cron-six-fields": (with_change(MP, "spec.triggers.schedule", {"cron": "0 0 3 * * *"}), "spec.triggers.schedule.cron"),
     "template-task-enum": (with_change(MP, "spec.jobTemplate.spec.task", "chat"), "spec.jobTemplate.spec.task"),
     "template-bad-uri": (with_change(MP, "spec.jobTemplate.spec.model.source", "ftp://x/y"), "spec.jobTemplate.spec.model.source"),
     "metric-not-for-task": (with_change(with_change(MP, "spec.jobTemplate.spec.task", "regression"), "spec.evaluation.metric", "mse"), "spec.promotion.metric"),

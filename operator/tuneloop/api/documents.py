@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +51,15 @@ class InputError(ValueError):
 
 
 class _Loader(_BASE):  # type: ignore[misc, valid-type]
-    """The safe loader, with timestamps kept as written (what `kubectl apply` sends)."""
+    """The safe loader, read as the API server reads YAML: timestamps kept as written, YAML 1.2 floats."""
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+# PyYAML follows YAML 1.1, where a float needs a dot: `2e-05` (how kustomize and Python's
+# repr write a learning rate) would be a string, and `tuneloop validate` would refuse a
+# manifest that kubectl applies. sigs.k8s.io/yaml reads it as a number (YAML 1.2 core schema).
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
 
 
 @dataclass

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from tuneloop.api.checks import METRICS_BY_TASK, check_finetunejob, check_uri
 from tuneloop.api.finetunejob import FieldMap, FineTuneJobSpec, opt, req
 from tuneloop.api.typed import Problem, from_dict, to_dict
 
 DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-# Five-field cron, or a @macro; each field from the usual characters. Bounds are checked below.
-_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+$")
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 
@@ -142,16 +143,15 @@ class MaintenancePolicySpec:
 
 
 def check_cron(expr: str, path: str) -> list[Problem]:
-    if expr in _CRON_MACROS:
-        return []
-    parts = expr.split()
-    if len(parts) != 5 or not all(_CRON_FIELD.match(p) for p in parts):
+    """Five fields or a @macro, read by croniter as the controller reads it (schedule.py)."""
+    if len(expr.split()) != 5 and expr.strip() not in _CRON_MACROS:
         return [Problem(path, f"{expr!r} is not a cron schedule; write five fields like '0 3 * * *' or @daily")]
-    bounds = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
-    for part, (lo, hi) in zip(parts, bounds):
-        for number in re.findall(r"(?<![/0-9])[0-9]+", part):
-            if not lo <= int(number) <= hi:
-                return [Problem(path, f"{expr!r}: {number} is out of range {lo}-{hi} in its field")]
+    try:
+        croniter(expr, datetime(2026, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return [Problem(path, f"{expr!r} never fires (no such date); fix the day of month or the month")]
+    except (CroniterBadCronError, ValueError) as err:
+        return [Problem(path, f"{expr!r} is not a cron schedule ({err}); write five fields like '0 3 * * *' or @daily")]
     return []
 
 
