@@ -176,6 +176,29 @@ def test_the_gate_compares_both_models_on_the_same_run(challenger: float, min_im
         assert f"{challenger:.4f}" in message and "0.8000" in message  # both numbers in the Event
 
 
+def test_a_gate_run_against_a_champion_that_changed_meanwhile_runs_again() -> None:
+    loop = champion_loop(triggers={"manual": {}}, guards={"maxConcurrentJobs": 2, "cooldown": "0s"})
+    retrain_by_hand(loop, T0 + timedelta(minutes=3), "a")
+    retrain_by_hand(loop, T0 + timedelta(minutes=4), "b")
+    loop.train("router-r2")
+    loop.train("router-r3")
+    action = loop.step(T0 + timedelta(minutes=5))
+    assert {g.name: g.models[1] for g in action.evaluate} == {  # both gates against r1
+        "router-r2-gate": "s3://m/router-r1/final/", "router-r3-gate": "s3://m/router-r1/final/"}
+    loop.gate("r2", 0.90, 0.80)
+    loop.gate("r3", 0.85, 0.80)  # beats r1, but r2 is promoted first in the same pass
+    action = loop.step(T0 + timedelta(minutes=6))
+    assert loop.state["champion"]["revision"] == "r2" and loop.verdicts()["r3"] == "Evaluating"
+    assert "GateRerun" in reasons(action)
+    [again] = [g for g in action.evaluate if g.revision == "r3"]
+    assert again.name == "router-r3-gate2" and again.models == ("s3://m/router-r3/final/", "s3://m/router-r2/final/")
+    report = {"rows": 40, "models": [{"model": m, "metrics": {"accuracy": v}} for m, v in zip(again.models, (0.85, 0.90))]}
+    loop.evaluations["router-r3-gate2"] = EvaluationRun(succeeded=True, report=report)
+    action = loop.step(T0 + timedelta(minutes=7))
+    assert loop.verdicts()["r3"] == "Rejected" and loop.state["champion"]["revision"] == "r2"
+    assert loop.state["history"][-1]["gateRuns"] == 2
+
+
 def test_minimize_direction_prefers_the_lower_loss() -> None:
     loop = Loop(spec(triggers={"manual": {}}, promotion={"metric": "eval_loss", "direction": "minimize"}))
     loop.step(T0)

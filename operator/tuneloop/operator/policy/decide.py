@@ -9,7 +9,7 @@ champion's URI to the promotion target, delete what history no longer keeps, Eve
 Everything that must survive an operator restart lives in status: the last revision number,
 when the watched metric first crossed its threshold (so `for` is neither reset nor counted
 twice), the last schedule slots handled, the manual annotation value already acted on. Child
-names are deterministic (`<policy>-r<N>`, `<policy>-r<N>-gate`, `<policy>-e<minutes>`), so a
+names are deterministic (`<policy>-r<N>`, `<policy>-r<N>-gate[<run>]`, `<policy>-e<minutes>`), so a
 pass repeated after a crash creates nothing twice, and a FineTuneJob created just before a
 crash is adopted back into history rather than trained again.
 
@@ -186,7 +186,8 @@ class _Pass:
 
     def _gate(self, entry: dict[str, Any]) -> None:
         promotion = self.spec.promotion
-        name = gate_name(self.obs.name, entry["revision"])
+        run = int(entry.get("gateRuns") or 1)
+        name = gate_name(self.obs.name, entry["revision"], run)
         result = self.obs.evaluations.get(name)
         champion = self.champion
         models = (entry["modelURI"],) + ((champion["modelURI"],) if champion else ())
@@ -200,12 +201,20 @@ class _Pass:
             self.rejected += 1
             self.event("Warning", "ChallengerRejected", f"{rev}: {entry['message']}; the champion stays")
             return
+        gated_against = (result.report or {}).get("models") or []
+        champion_uri = gated_against[1]["model"] if len(gated_against) > 1 else None
+        if champion_uri != (champion["modelURI"] if champion else None):
+            # The champion changed while this gate ran (a concurrent revision was promoted, or a
+            # pin): its numbers compare with a model no longer serving. Gate again, both in one run.
+            entry["gateRuns"] = run + 1
+            self.evaluate.append(EvaluationRequest(gate_name(self.obs.name, rev, run + 1), GATE, rev, models))
+            self.event("Normal", "GateRerun", f"{rev}: gated against {champion_uri or 'no champion'}, but the champion is "
+                                              f"now {champion['revision'] if champion else 'none'}; evaluating again")
+            return
         metric = promotion.metric
         challenger_value = score(result.report, entry["modelURI"], metric)
         entry["metric"] = challenger_value
         entry["evaluationRows"] = (result.report or {}).get("rows")
-        gated_against = (result.report or {}).get("models") or []
-        champion_uri = gated_against[1]["model"] if len(gated_against) > 1 else None
         champion_value = score(result.report, champion_uri, metric) if champion_uri else None
         entry["championMetric"] = champion_value
         if challenger_value is None:

@@ -112,8 +112,9 @@ def revision_name(policy: str, number: int) -> str:
     return f"{policy}-r{number}"
 
 
-def gate_name(policy: str, revision: str) -> str:
-    return f"{policy}-{revision}-gate"
+def gate_name(policy: str, revision: str, run: int = 1) -> str:
+    """The gate evaluation's Job; a gate re-run against a new champion (run 2, 3...) gets its own."""
+    return f"{policy}-{revision}-gate" + (f"{run}" if run > 1 else "")
 
 
 def champion_evaluation_name(policy: str, slot: datetime) -> str:
