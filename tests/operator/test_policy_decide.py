@@ -199,6 +199,17 @@ def test_a_gate_run_against_a_champion_that_changed_meanwhile_runs_again() -> No
     assert loop.state["history"][-1]["gateRuns"] == 2
 
 
+def test_a_revision_the_api_server_refuses_is_failed_in_status_not_created_again() -> None:
+    loop = champion_loop(triggers={"manual": {}}, guards={"cooldown": "1h"})
+    retrain_by_hand(loop, T0 + timedelta(minutes=3), "a")
+    loop.revisions.pop("router-r2")  # what carry_out saw: the create was refused
+    action = loop.step(T0 + timedelta(minutes=4), refused={"router-r2": "rejected by the API server (422): denied by policy"})
+    assert action.create == () and loop.verdicts()["r2"] == "Failed"
+    assert "denied by policy" in loop.state["history"][-1]["message"] and "RetrainFailed" in reasons(action)
+    assert loop.state["champion"]["revision"] == "r1"
+    assert loop.step(T0 + timedelta(minutes=5)).create == ()  # the cooldown holds: no retrain loop of refusals
+
+
 def test_minimize_direction_prefers_the_lower_loss() -> None:
     loop = Loop(spec(triggers={"manual": {}}, promotion={"metric": "eval_loss", "direction": "minimize"}))
     loop.step(T0)

@@ -63,3 +63,22 @@ def test_a_kind_the_api_server_does_not_serve_is_named(cluster: tuple[Kube, Json
                                                           "name": "x", "fieldPath": "spec.uri"}})
     with pytest.raises(kopf.TemporaryError, match="Nope is not served"):
         publish(kube, target, ns, "s3://m/")
+
+
+def test_a_revision_the_api_server_refuses_is_remembered_for_the_next_pass_not_raised(kube: Any) -> None:
+    """A 422 on create used to fail the timer before the status was written, every pass."""
+    import logging
+
+    from tuneloop.operator.builders import Owner
+    from tuneloop.operator.policy.handlers import carry_out
+    from tuneloop.operator.policy.model import Action, NewRevision
+
+    ns = kube.create_namespace()
+    doc = copy.deepcopy(maintenancepolicy()["spec"])
+    doc["jobTemplate"]["spec"]["training"]["learningRate"] = -1.0  # the FineTuneJob CRD's minimum refuses it
+    bad = MaintenancePolicySpec.from_dict(doc)
+    owner, memo = Owner("router", ns, "uid-1"), kopf.Memo()
+    status = carry_out(Kube(kube.api_client), kopf.Body({}), owner, bad, Action(status={"phase": "Retraining"},
+                       create=(NewRevision(2, "router-r2"),)), set(), memo, logging.getLogger("test"))
+    assert status == {"phase": "Retraining"}
+    assert "router-r2" in memo["policy_refused"]["uid-1"] and "422" in memo["policy_refused"]["uid-1"]["router-r2"]

@@ -174,6 +174,11 @@ class _Pass:
     def _training(self, entry: dict[str, Any]) -> None:
         run = self.obs.revisions.get(entry["job"])
         if run is None:
+            refused = self.obs.refused.get(entry["job"])
+            if refused:  # e.g. an admission webhook or quota: the same manifest would be refused again
+                entry.update(verdict=FAILED, message=f"the API server refused to create {entry['job']}: {refused}")
+                self.event("Warning", "RetrainFailed", f"{entry['revision']}: {entry['message']}")
+                return
             self.create.append(NewRevision(int(entry["revision"][1:]), entry["job"]))  # idempotent: 409 is fine
             return
         if run.phase == "Succeeded":

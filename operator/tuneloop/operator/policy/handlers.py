@@ -95,7 +95,8 @@ def parse(spec: Mapping[str, Any], name: str, namespace: str) -> tuple[Maintenan
 
 
 async def observe(spec: MaintenancePolicySpec | None, problems: list[str], body: kopf.Body, state: Mapping[str, Any],
-                  revisions: kopf.Index, jobs: kopf.Index, pods: kopf.Index, moment: datetime) -> Observations:
+                  revisions: kopf.Index, jobs: kopf.Index, pods: kopf.Index, moment: datetime,
+                  refused: Mapping[str, str] | None = None) -> Observations:
     meta = body.metadata
     key, uid = (meta.namespace, meta.name), meta.uid
     runs = {f["metadata"]["name"]: revision_run(f) for f in revisions.get(key, ()) if owned_by(f, uid)}
@@ -116,7 +117,8 @@ async def observe(spec: MaintenancePolicySpec | None, problems: list[str], body:
         manual = meta.annotations.get(spec.triggers.manual.annotation) or None
     created = parse_time(meta.get("creationTimestamp")) or moment
     return Observations(name=meta.name, created=created, generation=meta.get("generation") or 1, revisions=runs,
-                        evaluations=evaluations, prometheus=reading, manual=manual, problems=tuple(problems))
+                        evaluations=evaluations, prometheus=reading, manual=manual, problems=tuple(problems),
+                        refused=dict(refused or {}))
 
 
 # --- carrying out ---------------------------------------------------------------------------------------------
@@ -128,7 +130,13 @@ def carry_out(kube: Kube, body: kopf.Body, owner: Owner, spec: MaintenancePolicy
     target could not be written: the next pass tries again)."""
     status = dict(action.status)
     for new in action.create:
-        kube.create(build_revision(owner, spec, new.number, new.name))
+        try:
+            kube.create(build_revision(owner, spec, new.number, new.name))
+        except kopf.PermanentError as exc:
+            # Refused (400/422: a webhook, a schema): the next pass marks the revision Failed
+            # in status (decide), instead of failing every pass before the status is written.
+            logger.error(f"Revision {new.name} refused: {exc}")
+            memo.setdefault("policy_refused", {}).setdefault(owner.uid, {})[new.name] = str(exc)
     for request in action.evaluate:
         if request.name in known_jobs:
             continue
@@ -189,7 +197,8 @@ async def maintain(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: 
     state = {**dict(status), **written.get(uid, {})}
     parsed, problems = parse(spec, name, namespace)
     moment = now()
-    obs = await observe(parsed, problems, body, state, policy_revisions, policy_jobs, policy_pods, moment)
+    obs = await observe(parsed, problems, body, state, policy_revisions, policy_jobs, policy_pods, moment,
+                        memo.get("policy_refused", {}).get(uid))
     action = decide(parsed if not problems else None, obs, state, moment, TUNING)
     new = action.status
     if parsed is not None and not problems:
@@ -211,4 +220,5 @@ async def maintain(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: 
 def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Revisions and evaluations go with the garbage collector; the promotion target and S3 stay."""
     memo.setdefault("policy_written", {}).pop(body.metadata.uid, None)
+    memo.setdefault("policy_refused", {}).pop(body.metadata.uid, None)
     metrics.forget(body.metadata.namespace, body.metadata.name)

@@ -72,6 +72,7 @@ class Observations:
     prometheus: Reading | None = None  # None: not queried this pass (no such trigger, or backing off)
     manual: str | None = None  # the manual trigger annotation's value
     problems: tuple[str, ...] = ()  # the spec's problems (InvalidSpec)
+    refused: Mapping[str, str] = field(default_factory=dict)  # revision name -> why the API server refused to create it
 
 
 @dataclass(frozen=True)
