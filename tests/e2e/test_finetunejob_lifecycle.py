@@ -90,6 +90,12 @@ def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, ope
     assert "s3://models/out/demo/" in config_map["data"]["config.yaml"]
     service = cluster.service("dist-trainer")
     assert service["spec"]["clusterIP"] == "None" and owner_uids(service) == [uid]
+    # Issue 9: the Service answers for this Job's pods only (its uid), never for an earlier
+    # Job's pods of the same hostnames that are still Terminating.
+    service = wait_for(lambda: (s := cluster.service("dist-trainer"))["spec"]["selector"].get(
+        "batch.kubernetes.io/controller-uid") == job["metadata"]["uid"] and s, what="the Service pointed at the Job")
+    assert service["spec"]["selector"] == {"tuneloop.dev/finetunejob": "dist", "app.kubernetes.io/component": "trainer",
+                                           "batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
 
     status = cluster.wait_phase("dist", "Pending", jobName="dist-trainer")
     assert status["observedGeneration"] == ftj["metadata"].get("generation", 1)

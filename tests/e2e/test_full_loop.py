@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +61,7 @@ def tiny_bert_s3(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
 def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
     # Pod replacement backoff 0.2 s, doubling (Kubernetes: 10 s), to keep the retry tests short.
     node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods", pod_backoff=0.2,
-                   env={"TUNELOOP_PROGRESS": "never"}, max_grace=10)
+                   env={"TUNELOOP_PROGRESS": "never"}, max_grace=10, dns_wait=5)
     node.start()
     yield node
     node.stop()
@@ -472,3 +473,50 @@ def test_kubelet_resolves_pod_dns_names_only_through_a_selecting_headless_servic
     wait_job_condition(plain, "found", "Complete")
     [pod] = trainer_pods(plain, "found")
     assert kubelet.log(pod["metadata"]["name"]).strip() == "127.0.0.1"
+
+
+@pytest.mark.plays_controllers
+def test_an_earlier_jobs_terminating_pod_answers_a_per_finetunejob_selector_not_a_per_job_one(
+        plain: Cluster, kubelet: Kubelet) -> None:
+    """Issue 9: a Job re-created under its name gives its pods the old pods' hostnames; a
+    Service selecting per FineTuneJob (publishNotReadyAddresses) answers with the old pod while
+    it terminates, one selecting the Job's uid (what the operator writes) with the new only."""
+    def indexed(script: str) -> dict:
+        body = plain_job("gen", script, completionMode="Indexed", completions=1, parallelism=1)
+        body["spec"]["template"]["spec"].update(subdomain="peers", terminationGracePeriodSeconds=10)
+        body["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "PEER", "value": "gen-0.peers"})
+        return body
+
+    kubelet.dns_wait = 60  # the new pod waits for its peer's name for as long as the test needs
+    plain.api.create(resource_path("v1", "services", plain.ns), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
+        "spec": {"clusterIP": "None", "selector": {"tuneloop.dev/finetunejob": "gen"}, "publishNotReadyAddresses": True,
+                 "ports": [{"port": 1}]}})
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    run_job(plain, indexed(stubborn))
+    [old] = wait_for(lambda: [p for p in trainer_pods(plain, "gen") if (p.get("status") or {}).get("phase") == "Running"],
+                     what="the first Job's pod running")
+    wait_for(lambda: "up" in kubelet.log(old["metadata"]["name"]), what="its process")
+    plain.api.delete(resource_path("batch/v1", "jobs", plain.ns, "gen"))
+    wait_for(lambda: plain.job("gen") is None, what="the first Job gone")
+    run_job(plain, indexed("import os; print(os.environ['PEER'])"))
+    new_uid = plain.job("gen")["metadata"]["uid"]
+
+    def answers() -> set[str]:
+        return {p["metadata"]["name"] for p in kubelet.resolve(plain.ns, "gen-0.peers")}
+
+    # The new pod has no IP before it starts: the name answers with the old pod alone, so the
+    # new pod, looking up its own name, would reach its predecessor; it waits instead.
+    [new] = wait_for(lambda: [p for p in trainer_pods(plain, "gen") if p["metadata"]["name"] != old["metadata"]["name"]],
+                     what="the second Job's pod")
+    time.sleep(1)  # a few kubelet passes
+    assert answers() == {old["metadata"]["name"]}
+    assert plain.api.get(resource_path("v1", "pods", plain.ns, old["metadata"]["name"]))["metadata"]["deletionTimestamp"]
+    assert plain.api.get(resource_path("v1", "pods", plain.ns, new["metadata"]["name"]))["status"]["phase"] == "Pending"
+
+    plain.api.patch(resource_path("v1", "services", plain.ns, "peers"),
+                    {"spec": {"selector": {"batch.kubernetes.io/controller-uid": new_uid}}})
+    assert answers() == set()  # the old pod is not this Job's; the new one has no IP yet
+    wait_for(lambda: plain.api.get(resource_path("v1", "pods", plain.ns, old["metadata"]["name"])) is not None
+             and kubelet.log(new["metadata"]["name"]), what="the new pod started beside the Terminating old one")
+    wait_job_condition(plain, "gen", "Complete")
+    assert kubelet.log(new["metadata"]["name"]).strip() == "127.0.0.1"

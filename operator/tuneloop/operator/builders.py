@@ -25,6 +25,8 @@ LABEL_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes fo
 # On the Job: we deactivated its Kueue Workload for spec.runPolicy.suspend, and reactivate it on resume.
 ANNOTATION_WORKLOAD_DEACTIVATED = "tuneloop.dev/workload-deactivated"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# The Job controller labels every pod with its Job's uid (1.27+; `controller-uid` before).
+LABEL_JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 
 CONTAINER = "trainer"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default, set explicitly
@@ -148,20 +150,42 @@ def build_config_map(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
     }
 
 
-def build_headless_service(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
-    """Stable DNS names for the pods of a multi-node Indexed Job (`<job>-<index>.<service>`)."""
+def service_selector(name: str, job_uid: str = "") -> dict[str, str]:
+    """The pods of one Job only: its uid, which no earlier Job of this FineTuneJob shares.
+
+    A group restart re-creates the Job under the same name, so its pods get the same
+    hostnames (`<job>-<i>`) as the old ones; selected per FineTuneJob, the old pods still
+    Terminating (publishNotReadyAddresses publishes them) would answer for the new rank 0
+    (issue 9). Until the Job exists (`job_uid` empty) it selects nothing.
+    """
+    return {LABEL_FINETUNEJOB: name, "app.kubernetes.io/component": "trainer", LABEL_JOB_CONTROLLER_UID: job_uid}
+
+
+def build_headless_service(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults(),
+                           job_uid: str = "") -> dict[str, Any]:
+    """Stable DNS names for the pods of a multi-node Indexed Job (`<job>-<index>.<service>`),
+    answered by the current Job's pods only (`service_selector`)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(owner, service_name(owner.name), "trainer"),
         "spec": {
             "clusterIP": "None",
-            "selector": {LABEL_FINETUNEJOB: owner.name, "app.kubernetes.io/component": "trainer"},
+            "selector": service_selector(owner.name, job_uid),
             # Rank 0 must resolve before it is Ready, or the other ranks cannot rendezvous.
             "publishNotReadyAddresses": True,
             "ports": [{"name": "dist", "port": defaults.master_port, "targetPort": defaults.master_port}],
         },
     }
+
+
+def service_selector_patch(service: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The patch that points the headless Service at this Job's pods, or None if it does."""
+    uid = (job.get("metadata") or {}).get("uid") or ""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if selector.get(LABEL_JOB_CONTROLLER_UID) == uid:
+        return None
+    return {"spec": {"selector": {LABEL_JOB_CONTROLLER_UID: uid}}}
 
 
 def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ from tuneloop.operator import metrics
 from tuneloop.operator.allowlist import AllowLists, check_allowed
 from tuneloop.operator.builders import (
     ANNOTATION_WORKLOAD_DEACTIVATED, GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children,
-    check_existing_child, check_names, job_name, job_suspend_patch, unapplied_changes, workload_active_change,
+    check_existing_child, check_names, job_name, job_suspend_patch, service_name, service_selector_patch, unapplied_changes,
+    workload_active_change,
 )
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Forbidden, Kube
@@ -178,7 +179,25 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
             return blocked
         if update is not None:
             kube.patch(manifest["kind"], meta["namespace"], meta["name"], update)
+    if spec.resources.nodes > 1:
+        # The Job's uid exists only now: point its headless Service at its pods at once, so
+        # they resolve each other from the start (`refresh_status` re-checks it every pass).
+        job = kube.read("Job", owner.namespace, job_name(owner.name))
+        if job is not None and _owned_by(job, owner.uid):
+            point_service_at_job(kube, owner.namespace, owner.name, job)
     return None
+
+
+def point_service_at_job(kube: Kube, namespace: str, name: str, job: Mapping[str, Any]) -> bool:
+    """Select only this Job's pods in the headless Service (never an earlier Job's, still
+    Terminating under the same hostnames); False when there is no Service (yet)."""
+    service = kube.read("Service", namespace, service_name(name))
+    if service is None:
+        return False
+    change = service_selector_patch(service, job)
+    if change is not None:
+        kube.patch("Service", namespace, service_name(name), change)
+    return True
 
 
 def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mapping[str, Any] | None) -> None:
@@ -268,6 +287,10 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
     pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
     restarted = blocked = None
     if parsed is not None and not problems:
+        if job is not None and parsed.resources.nodes > 1 and memo.service_job.get(uid) != job["metadata"]["uid"]:
+            # Level-based: a Service patch lost to an error or an operator restart is made here.
+            if await asyncio.to_thread(point_service_at_job, memo.kube, namespace, name, job):
+                memo.service_job[uid] = job["metadata"]["uid"]
         if job is None and not pods:
             # Deleted behind our back, or by a group restart: (re)create it; the trainer
             # resumes from the newest checkpoint.
@@ -359,6 +382,7 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.written.pop(body.metadata.uid, None)
     memo.parsed.pop(body.metadata.uid, None)
     getattr(memo, "restarted", {}).pop(body.metadata.uid, None)
+    getattr(memo, "service_job", {}).pop(body.metadata.uid, None)
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
 
 
