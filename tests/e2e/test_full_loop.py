@@ -520,3 +520,49 @@ def test_an_earlier_jobs_terminating_pod_answers_a_per_finetunejob_selector_not_
              and kubelet.log(new["metadata"]["name"]), what="the new pod started beside the Terminating old one")
     wait_job_condition(plain, "gen", "Complete")
     assert kubelet.log(new["metadata"]["name"]).strip() == "127.0.0.1"
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_reports_a_refused_pod_as_a_failed_create_event_on_the_job(plain: Cluster, kubelet: Kubelet) -> None:
+    """Issue 9: admission refuses the pod (no such ServiceAccount); the Job controller makes no
+    pod and says why in a FailedCreate Event on the Job, counting repeats, until it is fixed."""
+    body = plain_job("robot", "print('ran')")
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "robot"
+    run_job(plain, body)
+    uid = plain.job("robot")["metadata"]["uid"]
+
+    def failed_create() -> dict | None:
+        events = plain.api.list(resource_path("v1", "events", plain.ns), fieldSelector=f"involvedObject.uid={uid}")
+        return next((e for e in events if e["reason"] == "FailedCreate" and e.get("count", 1) >= 2), None)
+
+    event = wait_for(failed_create, timeout=20, what="a repeated FailedCreate Event on the Job")
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "Job"
+    assert event["message"].startswith('Error creating: pods "robot-" is forbidden')  # generateName: no name yet
+    assert f'error looking up service account {plain.ns}/robot: serviceaccount "robot" not found' in event["message"]
+    assert not trainer_pods(plain, "robot")
+
+    plain.api.create(resource_path("v1", "serviceaccounts", plain.ns),
+                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})
+    wait_job_condition(plain, "robot", "Complete")
+
+
+@pytest.mark.plays_controllers
+def test_pods_the_api_server_refuses_are_stalled_with_the_job_controllers_reason(
+        cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet, s3: Any) -> None:
+    """Issue 9: a missing ServiceAccount leaves the Job with no pod at all; the FineTuneJob is
+    Stalled with the FailedCreate Event's words, not Starting forever, and recovers once fixed."""
+    body = {"apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "nosa", "namespace": cluster.ns},
+            "spec": {"task": "sequence-classification", "model": {"source": f"s3://{BUCKET}/models/none/"},
+                     "dataset": {"train": f"s3://{BUCKET}/data/none.jsonl"}, "output": {"uri": f"s3://{BUCKET}/runs/nosa/"},
+                     "training": {"maxSteps": 1}, "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
+                     "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "serviceAccountName": "s3-reader"}}}
+    cluster.api.create(cluster.ftj_path(), body)
+    status = cluster.wait_phase("nosa", "Pending", reason="FailedCreate", timeout=30)
+    assert 'serviceaccount "s3-reader" not found' in status["message"] and "spec.storage.serviceAccountName" in status["message"]
+    assert cluster.condition("nosa", "Stalled")["status"] == "True"
+    assert cluster.wait_event("nosa", "FailedCreate")["type"] == "Warning"
+
+    cluster.api.create(resource_path("v1", "serviceaccounts", cluster.ns),
+                       {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "s3-reader"}})
+    wait_for(lambda: cluster.status("nosa").get("reason") != "FailedCreate", timeout=30, what="FailedCreate to clear")
+    assert trainer_pods(cluster, "nosa")

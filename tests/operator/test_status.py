@@ -9,7 +9,9 @@ import pytest
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.operator.status import CONDITION_TYPES, derive_status, pod_problem, status_patch, transition_events
+from tuneloop.operator.status import (
+    CONDITION_TYPES, awaits_first_pods, derive_status, pod_problem, status_patch, transition_events,
+)
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 T0 = "2025-01-01T11:00:00Z"
@@ -123,6 +125,24 @@ CASES = [
     ("evicted then retried", job(active=1), [pod("Failed", name="p-ev", reason="Evicted"), pod("Pending", created="2025-01-01T11:10:00Z")],
      {}, "Pending", "Starting", "evicted", {"Reconciling"}),
 ]
+
+
+REFUSED = 'Error creating: pods "ft-trainer-" is forbidden: error looking up service account ml/s3: serviceaccount "s3" not found'
+
+
+def test_pods_refused_by_the_api_server_are_stalled_with_the_events_words() -> None:
+    """Issue 9: a FailedCreate Event on the Job says at once why it has no pod (no NoPods wait)."""
+    fresh = job(start="2025-01-01T11:59:50Z")
+    assert awaits_first_pods(fresh, [])
+    status = derive_status(fresh, [], spec=spec(), generation=1, previous={}, now=NOW, failed_create=REFUSED)
+    assert (status["phase"], status["reason"]) == ("Pending", "FailedCreate")
+    assert REFUSED in status["message"] and "spec.storage.serviceAccountName" in status["message"]
+    assert {c["type"] for c in status["conditions"] if c["status"] == "True"} == {"Reconciling", "Stalled"}
+    assert ("Warning", "FailedCreate", status["message"]) in transition_events({}, status)
+    # Where pods exist, or the Job is suspended or finishing, Events are not read at all.
+    assert not awaits_first_pods(job(active=1), [pod("Running")])
+    assert not awaits_first_pods(job(suspend=True), [])
+    assert not awaits_first_pods(job(succeeded=1, conditions=[cond("SuccessCriteriaMet", "CompletionsReached")]), [])
 
 
 @pytest.mark.parametrize("job_, pods, overrides, phase, reason, fragment, true_conditions",

@@ -150,5 +150,6 @@ class JobState:
     next_start: float = 0.0  # pod_backoff: no new pod before this (monotonic)
     backoff: float = 0.0
     adopted: bool = False
+    events: dict[str, tuple[str, int]] = field(default_factory=dict)  # FailedCreate message -> (Event name, count)
 
 

@@ -37,7 +37,7 @@ from tuneloop.operator.scrape import (
     fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
 )
 from tuneloop.operator.status import (
-    CHILD_REJECTED, INVALID_SPEC, RECOVERABLE, SUCCEEDED, TERMINAL, derive_status, group_restart, parse_time, status_patch,
+    CHILD_REJECTED, INVALID_SPEC, RECOVERABLE, SUCCEEDED, TERMINAL, awaits_first_pods, derive_status, group_restart, parse_time, status_patch,
     transition_events,
 )
 
@@ -308,8 +308,15 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
         elif suspend_out_of_sync(parsed, job):  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
 
+    failed_create = None
+    if awaits_first_pods(job, pods):
+        # Pods the API server refused exist only as the Job controller's Events on the Job.
+        assert job is not None
+        events = await asyncio.to_thread(memo.kube.failed_create_events, namespace, job["metadata"]["uid"])
+        failed_create = events[-1].get("message") if events else None
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
-                        previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked)
+                        previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked,
+                        failed_create=failed_create)
     if restarted is not None and restarted.counted:
         new["attempts"] = int(current.get("attempts") or 1) + 1
     if new.get("phase") == SUCCEEDED and parsed is not None:

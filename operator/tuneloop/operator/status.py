@@ -242,7 +242,8 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
 
 def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
              problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float,
-             invalid_reason: str = INVALID_SPEC, blocked: Blocked | None = None) -> Verdict | None:
+             invalid_reason: str = INVALID_SPEC, blocked: Blocked | None = None,
+             failed_create: str | None = None) -> Verdict | None:
     if problems:
         return Verdict(FAILED, invalid_reason, "; ".join(str(p) for p in problems), stalled=True)
     if job is None:
@@ -303,6 +304,12 @@ def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], s
             return Verdict(RUNNING, "Training", f"training on {nodes} node(s){retry_note}", ready=True, reconciling=True)
         return Verdict(RUNNING, "WaitingForNodes", f"{len(running)} of {nodes} training pods running{retry_note}", reconciling=True)
     if not active_pods and not _dig(job, "status", "active"):
+        if failed_create:
+            # The API server refused the Job's pods; the Job controller says so only in an
+            # Event on the Job (issue 9). Not final: the Job retries once the cause is fixed.
+            return Verdict(PENDING, "FailedCreate", f"the Job cannot create its pods: {failed_create} (check "
+                           "spec.storage.serviceAccountName, spec.resources.priorityClassName, and the namespace's "
+                           "ResourceQuota and Pod Security level)", reconciling=True, stalled=True)
         since = parse_time(_dig(job, "status", "startTime") or _dig(job, "metadata", "creationTimestamp")) or now
         if (now - since).total_seconds() >= unschedulable_after:
             # FailedCreate: admission refused the pods (a missing ServiceAccount or
@@ -311,6 +318,13 @@ def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], s
                            f"see `kubectl describe job {_dig(job, 'metadata', 'name')}` (FailedCreate)",
                            reconciling=True, stalled=True)
     return Verdict(PENDING, "Starting", f"waiting for the training pods to start{retry_note}", reconciling=True)
+
+
+def awaits_first_pods(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> bool:
+    """A running, unsuspended Job with no pod at all: where FailedCreate Events are worth reading."""
+    if job is None or pods or _dig(job, "status", "active") or _dig(job, "spec", "suspend", default=False):
+        return False
+    return not any(_condition(job, t) for t in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"))
 
 
 def build_conditions(verdict: Verdict, previous: Iterable[Mapping[str, Any]], generation: int, now: datetime) -> list[dict[str, Any]]:
@@ -352,15 +366,17 @@ def derive_status(
     unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS,
     invalid_reason: str = INVALID_SPEC,
     blocked: Blocked | None = None,
+    failed_create: str | None = None,
 ) -> dict[str, Any]:
     """The operator-owned status fields (see OWNED) for this Job and these pods.
 
     `problems` make it Failed and Stalled with `invalid_reason` (InvalidSpec, or ChildRejected
     when the API server refused a child built from the spec); `blocked`: no Job yet because a
-    child's name is taken (WaitingForOldChildren, NameConflict).
+    child's name is taken (WaitingForOldChildren, NameConflict); `failed_create`: the newest
+    `FailedCreate` Event's message on the Job (its pods refused by the API server).
     """
     previous = dict(previous or {})
-    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason, blocked)
+    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason, blocked, failed_create)
     if verdict is None:
         kept = {k: previous[k] for k in OWNED if k in previous}
         return {**kept, "observedGeneration": generation}
@@ -418,7 +434,7 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
             events.append(("Normal", "Resumed", "resuming from the latest checkpoint"))
     if after not in TERMINAL and int(new.get("attempts") or 0) > max(int(old.get("attempts") or 0), 1):
         events.append(("Warning", "Retrying", f"attempt {new['attempts']}: {message}"))
-    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "NameConflict", "Forbidden",
+    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "FailedCreate", "NameConflict", "Forbidden",
                                                                         *START_FAILURE_REASONS):
         events.append(("Warning", new["reason"], message))
     return events
