@@ -566,3 +566,32 @@ def test_pods_the_api_server_refuses_are_stalled_with_the_job_controllers_reason
                        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "s3-reader"}})
     wait_for(lambda: cluster.status("nosa").get("reason") != "FailedCreate", timeout=30, what="FailedCreate to clear")
     assert trainer_pods(cluster, "nosa")
+
+
+@pytest.mark.plays_controllers
+@pytest.mark.parametrize("policy", ["TerminatingOrFailed", "Failed"])
+def test_kubelet_replaces_a_terminating_pod_as_its_pod_replacement_policy_says(plain: Cluster, kubelet: Kubelet,
+                                                                               policy: str) -> None:
+    """Issue 9: TerminatingOrFailed (the default without a podFailurePolicy) replaces a pod being
+    deleted at once, beside it; Failed (the default with one, as the operator's Jobs) waits."""
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    run_job(plain, plain_job("swap", stubborn, backoffLimit=3, podReplacementPolicy=policy,
+                             **({"podFailurePolicy": {"rules": []}} if policy == "Failed" else {})))
+    [first] = wait_for(lambda: [p for p in trainer_pods(plain, "swap") if (p.get("status") or {}).get("phase") == "Running"],
+                       what="a running pod")
+    wait_for(lambda: "up" in kubelet.log(first["metadata"]["name"]), what="its process")
+    plain.api.delete(resource_path("v1", "pods", plain.ns, first["metadata"]["name"]))  # Terminating for its 5 s grace
+
+    def replacement() -> list[dict]:
+        return [p for p in trainer_pods(plain, "swap") if p["metadata"]["name"] != first["metadata"]["name"]]
+
+    if policy == "TerminatingOrFailed":
+        wait_for(replacement, timeout=4, what="a replacement beside the Terminating pod")
+        assert plain.api.get(resource_path("v1", "pods", plain.ns, first["metadata"]["name"]))["metadata"]["deletionTimestamp"]
+        wait_for(lambda: (plain.job("swap")["status"] or {}).get("terminating") == 1, timeout=4, what="status.terminating")
+    else:
+        time.sleep(2.5)
+        assert not replacement(), "replaced before the old pod ended"
+        assert plain.job("swap")["status"].get("terminating") == 1
+        wait_for(replacement, timeout=15, what="a replacement once the old pod has ended")
+        assert plain.api.get(resource_path("v1", "pods", plain.ns, first["metadata"]["name"])) is None

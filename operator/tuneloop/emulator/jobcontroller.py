@@ -21,10 +21,13 @@ A pod the API server refuses (admission.py: a missing ServiceAccount or Priority
 not made: a `FailedCreate` Warning Event on the Job says why (repeats counted on one Event),
 and the next try waits for the same backoff as a failed pod's replacement.
 
+`podReplacementPolicy`: with `TerminatingOrFailed` a pod deleted through the API is replaced
+while it is still Terminating (the same completion index may have two pods then); with
+`Failed` only once it has ended.
+
 What it leaves out: `uncountedTerminatedPods`, `successPolicy`, `backoffLimitPerIndex`,
-`podReplacementPolicy` (a failed pod is replaced once it has ended, which is what `Failed`
-asks for), `managedBy`, and the pods' job-tracking finalizer (failures are counted in
-memory; a pod deleted through the API is counted from the kubelet's record of it).
+`managedBy`, and the pods' job-tracking finalizer (failures are counted in memory; a pod
+deleted through the API is counted from the kubelet's record of it).
 """
 
 from __future__ import annotations
@@ -167,6 +170,10 @@ class JobController:
             return
         spec = job["spec"]
         completions = int(spec.get("completions") or 1)
+        if spec.get("podReplacementPolicy", "TerminatingOrFailed") == "TerminatingOrFailed":
+            # A pod being deleted is replaced at once, beside it; `Failed` (the default with a
+            # podFailurePolicy) waits until it has ended (KEP-3939).
+            active = [r for r in active if r.kill_deadline is None]
         if done_indexes is not None:
             busy = {r.index for r in active}
             wanted: list[int | None] = [i for i in range(completions) if i not in done_indexes and i not in busy]
