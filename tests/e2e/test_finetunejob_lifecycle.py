@@ -70,7 +70,7 @@ def operator_samples(operator: OperatorProcess) -> dict[tuple, float]:
 
 
 def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, operator: OperatorProcess) -> None:
-    ftj = cluster.create_ftj("dist", resources={"nodes": 2, "gpusPerNode": 4},
+    ftj = cluster.create_ftj("dist", resources={"nodes": 2, "gpusPerNode": 4, "ephemeralStorage": "200Gi"},
                              storage={"endpoint": "http://minio:9000", "credentialsSecret": {"name": "s3"}})
     uid = ftj["metadata"]["uid"]
     job = cluster.wait_job("dist-trainer")
@@ -84,6 +84,10 @@ def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, ope
     assert env["NNODES"] == "2" and env["NPROC_PER_NODE"] == "4"
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}}
     assert job["spec"]["template"]["spec"]["subdomain"] == "dist-trainer"
+    # Accepted by the official Job schema (the emulator validates children against it).
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "200Gi"
+    assert {v["name"]: v["emptyDir"].get("sizeLimit") for v in job["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v} == {
+        "tmp": "200Gi", "cache": "200Gi", "dshm": "2Gi"}
 
     config_map = cluster.config_map("dist-config")
     assert owner_uids(config_map) == [uid]

@@ -75,6 +75,14 @@ JOB_CASES = [
         "spec.template.spec.containers[0].resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}},
         "spec.template.spec.volumes[3]": {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
     }),
+    # Issue 9: local disk asked for, and the writable volumes bounded, so a runaway writer is
+    # evicted instead of filling the node's disk.
+    ("local disk", {"resources": {"gpusPerNode": 0, "ephemeralStorage": "200Gi"}}, {
+        "spec.template.spec.containers[0].resources": {"requests": {"ephemeral-storage": "200Gi"},
+                                                       "limits": {"ephemeral-storage": "200Gi"}},
+        "spec.template.spec.volumes[1]": {"name": "tmp", "emptyDir": {"sizeLimit": "200Gi"}},
+        "spec.template.spec.volumes[2]": {"name": "cache", "emptyDir": {"sizeLimit": "200Gi"}},
+    }),
     ("other gpu vendor", {"resources": {"gpusPerNode": 2, "gpuResourceName": "amd.com/gpu"}}, {
         "spec.template.spec.containers[0].resources.limits": {"amd.com/gpu": "2"},
     }),

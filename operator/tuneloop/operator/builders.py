@@ -251,6 +251,10 @@ def build_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
         amounts["cpu"] = res.cpu
     if res.memory is not None:
         amounts["memory"] = res.memory
+    if res.ephemeral_storage is not None:
+        # Scheduled onto a node with that much local disk, and evicted past it rather than
+        # filling the node's disk (DiskPressure evicts everyone else's pods too; issue 9).
+        amounts["ephemeral-storage"] = res.ephemeral_storage
     if res.gpus_per_node > 0:
         amounts[res.gpu_resource_name] = str(res.gpus_per_node)
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
@@ -282,10 +286,15 @@ def build_volumes(owner: Owner, spec: FineTuneJobSpec | None = None) -> tuple[li
         # tmpfs pages count against the memory limit; without a sizeLimit it is sized to the
         # node's allocatable memory (issue 9).
         shm["sizeLimit"] = spec.resources.memory
+    disk: dict[str, Any] = {}
+    if spec is not None and spec.resources.ephemeral_storage is not None:
+        # Each bounded by the whole budget: their total is what the pod's limit counts, and the
+        # cache (the base model) may need most of it.
+        disk["sizeLimit"] = spec.resources.ephemeral_storage
     volumes = [
         {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": dict(disk)},
+        {"name": "cache", "emptyDir": dict(disk)},
         # PyTorch DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
         {"name": "dshm", "emptyDir": shm},
     ]
