@@ -161,6 +161,9 @@ class RunPolicySpec:
     ttl_seconds_after_finished: int | None = opt(None, "Delete the Job and pods this long after finishing (the FineTuneJob stays).")
     suspend: bool = opt(False, "Suspend training (pods go away); resume from the checkpoint when false again.")
     queue_name: str | None = opt(None, "Kueue LocalQueue: the Job is created suspended and Kueue admits it.")
+    group_restart: Literal["Operator", "JobSet"] = opt(
+        "Operator", "Who restarts a multi-node job as a group: the operator (re-creates the Job) or JobSet's "
+                    "controller (runs it as a JobSet; needs JobSet installed).")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,8 @@ beside a real API server that has no nodes or controller manager.
 Each pass (`sync_once`, every `poll_interval` s in a background thread) does what the Job
 controller and the kubelet of a one-node cluster would:
 
-- Jobs: see jobcontroller.py (the Job controller half of each pass).
+- Jobs: see jobcontroller.py (the Job controller half of each pass); JobSets, where the API
+  serves them: jobsetcontroller.py.
 - Pods: Pending (PodScheduled) -> Running (podIP 127.0.0.1, startTime, Ready, container
   `running`) -> Succeeded / Failed with `terminated` {exitCode, reason Completed or Error,
   message, startedAt, finishedAt}; a signal is exit code 128+N. The message is the
@@ -76,6 +77,7 @@ from typing import Any, Self
 
 from tuneloop.emulator.client import ApiError, JsonApi, resource_path
 from tuneloop.emulator.jobcontroller import JobController, _job_name
+from tuneloop.emulator.jobsetcontroller import JobSetController
 from tuneloop.emulator.podrun import (
     HOST_ENV, NODE_IP, UID_KEYS, ConfigError, ContainerRun, DnsPending, JobState, PodRun, now_rfc3339,
 )
@@ -85,7 +87,7 @@ log = logging.getLogger("tuneloop.kubelet")
 # --- the kubelet ----------------------------------------------------------------------------------
 
 
-class Kubelet(JobController):
+class Kubelet(JobController, JobSetController):
     def __init__(self, kubeconfig: str | os.PathLike | None, namespace: str | None, *, selector: str | None = None,
                  env: Mapping[str, str] | None = None, log_dir: str | os.PathLike | None = None,
                  poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 10.0,
@@ -196,6 +198,7 @@ class Kubelet(JobController):
 
     def sync_once(self) -> None:
         with self._lock:
+            self._sync_jobsets()  # JobSets (where served) make Jobs; this pass runs what exists
             query = {"labelSelector": self.selector} if self.selector else {}
             jobs = self.api.request("GET", resource_path("batch/v1", "jobs", self.namespace), query=query)["items"]
             pods = self.api.request("GET", resource_path("v1", "pods", self.namespace),

@@ -16,8 +16,8 @@ JobSet names things its own way: the child Job `<jobset>-<replicatedJob>-<jobInd
 pods' hostnames `<jobset>-<replicatedJob>-<jobIndex>-<podIndex>`, and a headless Service
 named by `network.subdomain` (we keep `<name>-trainer`) selecting the JobSet's pods.
 
-Not wired into the handlers yet: see the module's tests for what is proven (the output
-validates against JobSet's published CRD) and the issue for what is left.
+Chosen per FineTuneJob by `spec.runPolicy.groupRestart: JobSet` (handlers.py `children_for`,
+`current_job`; status.py `_jobset_verdict`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ VERSION = "v1alpha2"
 KIND = "JobSet"
 PLURAL = "jobsets"
 REPLICATED_JOB = "node"  # short: it is part of every pod's hostname
+# JobSet's label on the child Jobs of each restart attempt (status.restarts).
+RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
 
 # RE2 patterns on a failed child Job's message (see the module docstring for its wording).
 FINAL_EXIT_PATTERN = rf"failed with exit code ({EXIT_BAD_INPUT}|{EXIT_OUT_OF_MEMORY}) matching FailJob rule"

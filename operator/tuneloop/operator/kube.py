@@ -28,9 +28,10 @@ RETRY_DELAY = 10
 # Kind -> (API prefix, plural) of the children we create.
 PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs"),
          "FineTuneJob": ("/apis/tuneloop.dev/v1alpha1", "finetunejobs"),
-         "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads"), "Event": ("/api/v1", "events")}
+         "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads"), "Event": ("/api/v1", "events"),
+         "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets")}
 # The kinds a caller may pass to the generic methods (create, read, patch, delete): our children.
-CHILD_KINDS = ("ConfigMap", "Service", "Job", "FineTuneJob")
+CHILD_KINDS = ("ConfigMap", "Service", "Job", "FineTuneJob", "JobSet")
 # Methods that reach objects of any kind, the MaintenancePolicy's promotion targets: what they
 # may touch is granted by the chart's `promotionTargetRules` value, never by the base RBAC
 # (tests/helm/test_rbac_matches_code.py reads every other method's access from its paths).
@@ -189,6 +190,11 @@ class Kube:
             create = {"apiVersion": prefix.removeprefix("/api/").removeprefix("/apis/"), "kind": kind,
                       "metadata": {"name": name, "namespace": namespace}, **patch}
             self._request(what, "POST", resource_path(kind, namespace), create, query={"fieldManager": FIELD_MANAGER})
+
+    def jobset_served(self) -> bool:
+        """Whether the cluster serves JobSets (jobset.x-k8s.io/v1alpha2): API discovery."""
+        prefix, _ = PATHS["JobSet"]
+        return self.read_target(prefix) is not None
 
     # --- promotion targets of any kind (TARGET_METHODS): access granted by a chart value --------
 
