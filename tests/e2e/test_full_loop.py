@@ -595,3 +595,58 @@ def test_kubelet_replaces_a_terminating_pod_as_its_pod_replacement_policy_says(p
         assert plain.job("swap")["status"].get("terminating") == 1
         wait_for(replacement, timeout=15, what="a replacement once the old pod has ended")
         assert plain.api.get(resource_path("v1", "pods", plain.ns, first["metadata"]["name"])) is None
+
+
+@pytest.fixture
+def jobset_crd(cluster: Cluster) -> None:
+    """JobSet's own CRD (tests/operator/fixtures), served by the emulator like any CRD."""
+    import gzip
+
+    import yaml
+    from e2e.harness import ApiError
+    path = Path(__file__).resolve().parents[1] / "operator" / "fixtures" / "jobset.x-k8s.io_jobsets.yaml.gz"
+    try:
+        cluster.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(gzip.decompress(path.read_bytes())))
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    wait_for(lambda: cluster.api.get("/apis/jobset.x-k8s.io/v1alpha2"), timeout=30, what="the JobSet API")
+
+
+@pytest.mark.plays_controllers
+def test_a_failed_rank_restarts_the_whole_group_through_jobset(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet,
+                                                               jobset_crd: None, s3: Any, tiny_bert_s3: str,
+                                                               s3_secret: str) -> None:
+    """Issue 9 item 1, runPolicy.groupRestart: JobSet: rank 1 of two is killed; the child Job
+    fails as a whole, the JobSet controller restarts the group (restarts 1), both ranks resume
+    from the newest checkpoint, and the FineTuneJob says attempts 2."""
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(400, seed=9))
+    output = submit(cluster, s3, "jsg", model=tiny_bert_s3, train=train, max_steps=200, save_every=4, secret=s3_secret,
+                    nodes=2, env={"OMP_NUM_THREADS": "1"}, groupRestart="JobSet")
+    jobset_path = resource_path("jobset.x-k8s.io/v1alpha2", "jobsets", cluster.ns, "jsg-trainer")
+    jobset = wait_for(lambda: cluster.api.get(jobset_path), what="the JobSet")
+    assert jobset["metadata"]["ownerReferences"][0]["name"] == "jsg" and cluster.job("jsg-trainer") is None
+
+    def first_checkpoint() -> bool:
+        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
+
+    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
+    first_job_uid = cluster.job("jsg-trainer-node-0")["metadata"]["uid"]
+    rank1 = next(p for p in trainer_pods(cluster, "jsg")
+                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+    assert rank1["spec"]["hostname"] == "jsg-trainer-node-0-1" and rank1["spec"]["subdomain"] == "jsg-trainer"
+    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+
+    status = cluster.wait_phase("jsg", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
+    assert status["attempts"] == 2, status
+    jobset = cluster.api.get(jobset_path)
+    assert (jobset["status"]["restarts"], jobset["status"]["restartsCountTowardsMax"]) == (1, 1)
+    assert any(c["type"] == "Completed" and c["status"] == "True" for c in jobset["status"]["conditions"])
+    job = cluster.job("jsg-trainer-node-0")
+    assert job["metadata"]["uid"] != first_job_uid  # JobSet re-created it: the whole group restarted
+    assert job["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"] == "1"
+    pods = sorted(trainer_pods(cluster, "jsg"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    assert [p["metadata"]["ownerReferences"][0]["uid"] for p in pods] == [job["metadata"]["uid"]] * 2
+    assert f"resumed from {output}checkpoints/step-" in kubelet.log(pods[0]["metadata"]["name"])
+    assert {"Retrying", "Succeeded"} <= set(cluster.event_reasons("jsg"))
