@@ -16,7 +16,7 @@ import yaml
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.schema import apply_defaults, check_cel, check_structure
 from tuneloop.emulator.jobcontroller import _failure_action
-from tuneloop.operator.builders import DNS_LABEL_MAX, Owner, build_pod_failure_policy
+from tuneloop.operator.builders import DNS_LABEL_MAX, Owner, build_pod_failure_policy, check_names
 from tuneloop.operator.jobset import (
     DISRUPTION_PATTERN, FINAL_EXIT_PATTERN, VERSION, build_trainer_jobset, master_addr, pod_hostname,
 )
@@ -71,7 +71,12 @@ def test_one_replicated_job_of_the_operators_indexed_job() -> None:
     env = {e["name"]: e.get("value") for e in job["template"]["spec"]["containers"][0]["env"]}
     # JobSet's hostnames: <jobset>-<replicatedJob>-<jobIndex>-<podIndex>.
     assert env["MASTER_ADDR"] == master_addr("sft") == "sft-trainer-node-0-0.sft-trainer"
-    assert len(pod_hostname("a" * 40, 511)) <= DNS_LABEL_MAX + 8  # documented: check_names must count this suffix
+    # The longest pod hostname is refused up front, as for the operator's own Job.
+    longest = "a" * (DNS_LABEL_MAX - len("-trainer-node-0-1"))
+    assert len(pod_hostname(longest, 1)) == DNS_LABEL_MAX
+    assert check_names(longest, spec(runPolicy={"groupRestart": "JobSet"})) == []
+    assert check_names(longest + "a", spec(runPolicy={"groupRestart": "JobSet"}))[0].path == "metadata.name"
+    assert check_names(longest + "a", spec()) == []  # the operator's own hostnames are shorter
 
 
 def _pod(exit_code: int | None = None, condition: str | None = None) -> dict:

@@ -85,9 +85,15 @@ def master_addr(name: str) -> str:
     return f"{job_name(name)}-0.{service_name(name)}"
 
 
+# The replicated Job of a JobSet (jobset.py): short, as it is part of every pod's hostname.
+JOBSET_REPLICATED_JOB = "node"
+
+
 def check_names(name: str, spec: FineTuneJobSpec) -> list[Problem]:
     """Names the children would get that Kubernetes would refuse, found before creating any."""
     longest = job_name(name)
+    if spec.run_policy.group_restart == "JobSet":
+        longest = f"{longest}-{JOBSET_REPLICATED_JOB}-0"  # JobSet's child Job
     if spec.resources.nodes > 1:
         longest = f"{longest}-{spec.resources.nodes - 1}"
     if len(longest) > DNS_LABEL_MAX:

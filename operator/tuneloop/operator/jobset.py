@@ -27,7 +27,7 @@ from typing import Any
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.operator.builders import (
-    EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, LABEL_KUEUE_QUEUE, Owner, TrainerDefaults, _metadata, build_trainer_job, job_name,
+    EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, JOBSET_REPLICATED_JOB, LABEL_KUEUE_QUEUE, Owner, TrainerDefaults, _metadata, build_trainer_job, job_name,
     service_name,
 )
 
@@ -35,7 +35,7 @@ GROUP = "jobset.x-k8s.io"
 VERSION = "v1alpha2"
 KIND = "JobSet"
 PLURAL = "jobsets"
-REPLICATED_JOB = "node"  # short: it is part of every pod's hostname
+REPLICATED_JOB = JOBSET_REPLICATED_JOB
 # JobSet's label on the child Jobs of each restart attempt (status.restarts).
 RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
 
