@@ -11,6 +11,7 @@ torchrun, rendezvous through rank 0's headless-Service name into one gloo world 
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import signal
@@ -22,7 +23,8 @@ from typing import Any
 
 import pytest
 import torch
-from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
+import yaml
+from e2e.harness import ApiError, Cluster, OperatorProcess, resource_path, wait_for
 from tuneloop.demo.s3 import S3Server, credentials_secret
 from tuneloop.emulator.kubelet import Kubelet
 
@@ -600,10 +602,6 @@ def test_kubelet_replaces_a_terminating_pod_as_its_pod_replacement_policy_says(p
 @pytest.fixture
 def jobset_crd(cluster: Cluster) -> None:
     """JobSet's own CRD (tests/operator/fixtures), served by the emulator like any CRD."""
-    import gzip
-
-    import yaml
-    from e2e.harness import ApiError
     path = Path(__file__).resolve().parents[1] / "operator" / "fixtures" / "jobset.x-k8s.io_jobsets.yaml.gz"
     try:
         cluster.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(gzip.decompress(path.read_bytes())))

@@ -303,7 +303,7 @@ class Kubelet(JobController, JobSetController):
         try:
             mounts_by_container = self._prepare_volumes(run)
             plans = [self._plan(run, c, mounts_by_container[c["name"]], state) for c in run.pod["spec"]["containers"]]
-        except DnsPending as exc:
+        except DnsPending:
             run.waiting_dns = True  # retried next pass; the pod stays ContainerCreating
             return
         except ConfigError as exc:
