@@ -15,8 +15,8 @@ import gzip
 import math
 import os
 import signal
-import time
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
