@@ -638,9 +638,14 @@ def test_a_failed_rank_restarts_the_whole_group_through_jobset(cluster: Cluster,
 
     status = cluster.wait_phase("jsg", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
     assert status["attempts"] == 2, status
-    jobset = cluster.api.get(jobset_path)
+    # The JobSet controller marks it Completed in its pass after the child Job's Complete.
+    def completed() -> dict | None:
+        js = cluster.api.get(jobset_path)
+        conditions = (js.get("status") or {}).get("conditions") or ()
+        return js if any(c["type"] == "Completed" and c["status"] == "True" for c in conditions) else None
+
+    jobset = wait_for(completed, what="the JobSet Completed")
     assert (jobset["status"]["restarts"], jobset["status"]["restartsCountTowardsMax"]) == (1, 1)
-    assert any(c["type"] == "Completed" and c["status"] == "True" for c in jobset["status"]["conditions"])
     job = cluster.job("jsg-trainer-node-0")
     assert job["metadata"]["uid"] != first_job_uid  # JobSet re-created it: the whole group restarted
     assert job["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"] == "1"
