@@ -145,6 +145,37 @@ def test_pods_refused_by_the_api_server_are_stalled_with_the_events_words() -> N
     assert not awaits_first_pods(job(succeeded=1, conditions=[cond("SuccessCriteriaMet", "CompletionsReached")]), [])
 
 
+def jobset(restarts: int = 0, counted: int = 0, conditions: list | None = None) -> dict:
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "ft-trainer", "uid": "js"},
+            "status": {"restarts": restarts, "restartsCountTowardsMax": counted, "conditions": conditions or []}}
+
+
+MULTI = {"resources": {"nodes": 2}, "runPolicy": {"groupRestart": "JobSet", "backoffLimit": 2}}
+
+
+@pytest.mark.parametrize("job_, pods, jobset_, phase, reason, fragment, attempts", [
+    ("none yet", [], jobset(), "Pending", "CreatingJob", "JobSet is creating", 1),
+    ("running", [pod("Running"), pod("Running", name="p1", rank=1)], jobset(restarts=1, counted=1), "Running", "Training",
+     "2 node(s)", 2),
+    # The child Job failed: JobSet restarts the group, never the operator (no group_restart).
+    ("child failed", [EXIT1], jobset(), "Pending", "Restarting", "restart 0", 1),
+    ("being replaced", [], jobset(restarts=2, counted=1), "Pending", "Restarting", "restart 2", 2),
+    ("failed for good: exit 2", [EXIT2], jobset(conditions=[cond("Failed", "FailJobSetFailurePolicyAction")]),
+     "Failed", "InvalidInput", "missing column", 1),
+    ("failed for good: out of restarts", [EXIT1], jobset(restarts=2, counted=2, conditions=[cond("Failed", "ReachedMaxRestarts")]),
+     "Failed", "BackoffLimitExceeded", "failed after 2 retries", 3),
+], ids=["none yet", "running", "child failed", "being replaced", "exit 2", "out of restarts"])
+def test_derive_status_with_groupRestart_jobset(job_: str, pods: list, jobset_: dict, phase: str, reason: str, fragment: str,
+                                                attempts: int) -> None:
+    """Issue 9 item 1: with a JobSet, its restarts and final state, read through its child Job."""
+    child = {"none yet": None, "running": job(active=2, ready=2), "being replaced": None}.get(
+        job_, job(failed=1, conditions=[cond("Failed", "PodFailurePolicy", "Container trainer for pod failed with exit code 1")]))
+    status = derive_status(child, pods, spec=spec(**MULTI), generation=1, previous={}, now=NOW, jobset=jobset_)
+    assert (status["phase"], status["reason"]) == (phase, reason), status["message"]
+    assert fragment in status["message"]
+    assert status["attempts"] == attempts
+
+
 @pytest.mark.parametrize("job_, pods, overrides, phase, reason, fragment, true_conditions",
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_derive_status(job_: dict | None, pods: list, overrides: dict, phase: str, reason: str, fragment: str,
