@@ -92,7 +92,7 @@ JOBSET_REPLICATED_JOB = "node"
 def check_names(name: str, spec: FineTuneJobSpec) -> list[Problem]:
     """Names the children would get that Kubernetes would refuse, found before creating any."""
     longest = job_name(name)
-    if spec.run_policy.group_restart == "JobSet":
+    if spec.run_policy.group_restart == "JobSet" and spec.resources.nodes > 1:
         longest = f"{longest}-{JOBSET_REPLICATED_JOB}-0"  # JobSet's child Job
     if spec.resources.nodes > 1:
         longest = f"{longest}-{spec.resources.nodes - 1}"

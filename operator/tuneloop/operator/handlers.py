@@ -87,7 +87,9 @@ def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, A
 
 
 def uses_jobset(spec: FineTuneJobSpec | None) -> bool:
-    return spec is not None and spec.run_policy.group_restart == "JobSet"
+    """A multi-node job with `groupRestart: JobSet`; one node is always a plain Job (its pod is
+    replaced by the Job controller, there is no group to restart)."""
+    return spec is not None and spec.run_policy.group_restart == "JobSet" and spec.resources.nodes > 1
 
 
 def current_job(kube: Kube, index: kopf.Index, namespace: str, name: str, uid: str,
