@@ -51,9 +51,10 @@ What is local, and how the differences are bridged (one machine, no containers):
   computed at run time are not rewritten.
 - Not emulated: images, resource limits (so no OOMKilled), securityContext (runAsUser,
   readOnlyRootFilesystem: the process runs as the test's user and can write anywhere),
-  sizeLimit/ephemeral-storage eviction, probes (Ready when running), init containers,
-  restartPolicy OnFailure, admission (a missing ServiceAccount or PriorityClass, quota or Pod
-  Security never refuse a pod, so no FailedCreate), scheduling (one node, never
+  probes (Ready when running), init containers,
+  restartPolicy OnFailure, quota and Pod Security admission (the API server refuses a pod
+  only for a missing ServiceAccount or PriorityClass: admission.py; the Job controller then
+  records FailedCreate), sizeLimit and ephemeral-storage eviction, scheduling (one node, never
   Unschedulable), preemption and eviction (DisruptionTarget only for pods a restarted kubelet
   finds no process for, as PodGC marks a lost node's pods), IPv6 pod IPs.
 """
