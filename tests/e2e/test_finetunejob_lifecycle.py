@@ -70,7 +70,7 @@ def operator_samples(operator: OperatorProcess) -> dict[tuple, float]:
 
 
 def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, operator: OperatorProcess) -> None:
-    ftj = cluster.create_ftj("dist", resources={"nodes": 2, "gpusPerNode": 4},
+    ftj = cluster.create_ftj("dist", resources={"nodes": 2, "gpusPerNode": 4, "ephemeralStorage": "200Gi"},
                              storage={"endpoint": "http://minio:9000", "credentialsSecret": {"name": "s3"}})
     uid = ftj["metadata"]["uid"]
     job = cluster.wait_job("dist-trainer")
@@ -84,12 +84,22 @@ def test_create_renders_config_map_service_and_indexed_job(cluster: Cluster, ope
     assert env["NNODES"] == "2" and env["NPROC_PER_NODE"] == "4"
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}}
     assert job["spec"]["template"]["spec"]["subdomain"] == "dist-trainer"
+    # Accepted by the official Job schema (the emulator validates children against it).
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "200Gi"
+    assert {v["name"]: v["emptyDir"].get("sizeLimit") for v in job["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v} == {
+        "tmp": "200Gi", "cache": "200Gi", "dshm": "2Gi"}
 
     config_map = cluster.config_map("dist-config")
     assert owner_uids(config_map) == [uid]
     assert "s3://models/out/demo/" in config_map["data"]["config.yaml"]
     service = cluster.service("dist-trainer")
     assert service["spec"]["clusterIP"] == "None" and owner_uids(service) == [uid]
+    # Issue 9: the Service answers for this Job's pods only (its uid), never for an earlier
+    # Job's pods of the same hostnames that are still Terminating.
+    service = wait_for(lambda: (s := cluster.service("dist-trainer"))["spec"]["selector"].get(
+        "batch.kubernetes.io/controller-uid") == job["metadata"]["uid"] and s, what="the Service pointed at the Job")
+    assert service["spec"]["selector"] == {"tuneloop.dev/finetunejob": "dist", "app.kubernetes.io/component": "trainer",
+                                           "batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
 
     status = cluster.wait_phase("dist", "Pending", jobName="dist-trainer")
     assert status["observedGeneration"] == ftj["metadata"].get("generation", 1)

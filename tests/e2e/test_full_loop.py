@@ -11,17 +11,20 @@ torchrun, rendezvous through rank 0's headless-Service name into one gloo world 
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
+import yaml
+from e2e.harness import ApiError, Cluster, OperatorProcess, resource_path, wait_for
 from tuneloop.demo.s3 import S3Server, credentials_secret
 from tuneloop.emulator.kubelet import Kubelet
 
@@ -60,7 +63,7 @@ def tiny_bert_s3(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
 def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
     # Pod replacement backoff 0.2 s, doubling (Kubernetes: 10 s), to keep the retry tests short.
     node = Kubelet(kubeconfig, namespace, selector="tuneloop.dev/finetunejob", log_dir=tmp_path / "pods", pod_backoff=0.2,
-                   env={"TUNELOOP_PROGRESS": "never"}, max_grace=10)
+                   env={"TUNELOOP_PROGRESS": "never"}, max_grace=10, dns_wait=5)
     node.start()
     yield node
     node.stop()
@@ -472,3 +475,181 @@ def test_kubelet_resolves_pod_dns_names_only_through_a_selecting_headless_servic
     wait_job_condition(plain, "found", "Complete")
     [pod] = trainer_pods(plain, "found")
     assert kubelet.log(pod["metadata"]["name"]).strip() == "127.0.0.1"
+
+
+@pytest.mark.plays_controllers
+def test_an_earlier_jobs_terminating_pod_answers_a_per_finetunejob_selector_not_a_per_job_one(
+        plain: Cluster, kubelet: Kubelet) -> None:
+    """Issue 9: a Job re-created under its name gives its pods the old pods' hostnames; a
+    Service selecting per FineTuneJob (publishNotReadyAddresses) answers with the old pod while
+    it terminates, one selecting the Job's uid (what the operator writes) with the new only."""
+    def indexed(script: str) -> dict:
+        body = plain_job("gen", script, completionMode="Indexed", completions=1, parallelism=1)
+        body["spec"]["template"]["spec"].update(subdomain="peers", terminationGracePeriodSeconds=10)
+        body["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "PEER", "value": "gen-0.peers"})
+        return body
+
+    kubelet.dns_wait = 60  # the new pod waits for its peer's name for as long as the test needs
+    plain.api.create(resource_path("v1", "services", plain.ns), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
+        "spec": {"clusterIP": "None", "selector": {"tuneloop.dev/finetunejob": "gen"}, "publishNotReadyAddresses": True,
+                 "ports": [{"port": 1}]}})
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    run_job(plain, indexed(stubborn))
+    [old] = wait_for(lambda: [p for p in trainer_pods(plain, "gen") if (p.get("status") or {}).get("phase") == "Running"],
+                     what="the first Job's pod running")
+    wait_for(lambda: "up" in kubelet.log(old["metadata"]["name"]), what="its process")
+    plain.api.delete(resource_path("batch/v1", "jobs", plain.ns, "gen"))
+    wait_for(lambda: plain.job("gen") is None, what="the first Job gone")
+    run_job(plain, indexed("import os; print(os.environ['PEER'])"))
+    new_uid = plain.job("gen")["metadata"]["uid"]
+
+    def answers() -> set[str]:
+        return {p["metadata"]["name"] for p in kubelet.resolve(plain.ns, "gen-0.peers")}
+
+    # The new pod has no IP before it starts: the name answers with the old pod alone, so the
+    # new pod, looking up its own name, would reach its predecessor; it waits instead.
+    [new] = wait_for(lambda: [p for p in trainer_pods(plain, "gen") if p["metadata"]["name"] != old["metadata"]["name"]],
+                     what="the second Job's pod")
+    time.sleep(1)  # a few kubelet passes
+    assert answers() == {old["metadata"]["name"]}
+    assert plain.api.get(resource_path("v1", "pods", plain.ns, old["metadata"]["name"]))["metadata"]["deletionTimestamp"]
+    assert plain.api.get(resource_path("v1", "pods", plain.ns, new["metadata"]["name"]))["status"]["phase"] == "Pending"
+
+    plain.api.patch(resource_path("v1", "services", plain.ns, "peers"),
+                    {"spec": {"selector": {"batch.kubernetes.io/controller-uid": new_uid}}})
+    assert answers() == set()  # the old pod is not this Job's; the new one has no IP yet
+    wait_for(lambda: plain.api.get(resource_path("v1", "pods", plain.ns, old["metadata"]["name"])) is not None
+             and kubelet.log(new["metadata"]["name"]), what="the new pod started beside the Terminating old one")
+    wait_job_condition(plain, "gen", "Complete")
+    assert kubelet.log(new["metadata"]["name"]).strip() == "127.0.0.1"
+
+
+@pytest.mark.plays_controllers
+def test_kubelet_reports_a_refused_pod_as_a_failed_create_event_on_the_job(plain: Cluster, kubelet: Kubelet) -> None:
+    """Issue 9: admission refuses the pod (no such ServiceAccount); the Job controller makes no
+    pod and says why in a FailedCreate Event on the Job, counting repeats, until it is fixed."""
+    body = plain_job("robot", "print('ran')")
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "robot"
+    run_job(plain, body)
+    uid = plain.job("robot")["metadata"]["uid"]
+
+    def failed_create() -> dict | None:
+        events = plain.api.list(resource_path("v1", "events", plain.ns), fieldSelector=f"involvedObject.uid={uid}")
+        return next((e for e in events if e["reason"] == "FailedCreate" and e.get("count", 1) >= 2), None)
+
+    event = wait_for(failed_create, timeout=20, what="a repeated FailedCreate Event on the Job")
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "Job"
+    assert event["message"].startswith('Error creating: pods "robot-" is forbidden')  # generateName: no name yet
+    assert f'error looking up service account {plain.ns}/robot: serviceaccount "robot" not found' in event["message"]
+    assert not trainer_pods(plain, "robot")
+
+    plain.api.create(resource_path("v1", "serviceaccounts", plain.ns),
+                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})
+    wait_job_condition(plain, "robot", "Complete")
+
+
+@pytest.mark.plays_controllers
+def test_pods_the_api_server_refuses_are_stalled_with_the_job_controllers_reason(
+        cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet, s3: Any) -> None:
+    """Issue 9: a missing ServiceAccount leaves the Job with no pod at all; the FineTuneJob is
+    Stalled with the FailedCreate Event's words, not Starting forever, and recovers once fixed."""
+    body = {"apiVersion": "tuneloop.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "nosa", "namespace": cluster.ns},
+            "spec": {"task": "sequence-classification", "model": {"source": f"s3://{BUCKET}/models/none/"},
+                     "dataset": {"train": f"s3://{BUCKET}/data/none.jsonl"}, "output": {"uri": f"s3://{BUCKET}/runs/nosa/"},
+                     "training": {"maxSteps": 1}, "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
+                     "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "serviceAccountName": "s3-reader"}}}
+    cluster.api.create(cluster.ftj_path(), body)
+    status = cluster.wait_phase("nosa", "Pending", reason="FailedCreate", timeout=30)
+    assert 'serviceaccount "s3-reader" not found' in status["message"] and "spec.storage.serviceAccountName" in status["message"]
+    assert cluster.condition("nosa", "Stalled")["status"] == "True"
+    assert cluster.wait_event("nosa", "FailedCreate")["type"] == "Warning"
+
+    cluster.api.create(resource_path("v1", "serviceaccounts", cluster.ns),
+                       {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "s3-reader"}})
+    wait_for(lambda: cluster.status("nosa").get("reason") != "FailedCreate", timeout=30, what="FailedCreate to clear")
+    assert trainer_pods(cluster, "nosa")
+
+
+@pytest.mark.plays_controllers
+@pytest.mark.parametrize("policy", ["TerminatingOrFailed", "Failed"])
+def test_kubelet_replaces_a_terminating_pod_as_its_pod_replacement_policy_says(plain: Cluster, kubelet: Kubelet,
+                                                                               policy: str) -> None:
+    """Issue 9: TerminatingOrFailed (the default without a podFailurePolicy) replaces a pod being
+    deleted at once, beside it; Failed (the default with one, as the operator's Jobs) waits."""
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    run_job(plain, plain_job("swap", stubborn, backoffLimit=3, podReplacementPolicy=policy,
+                             **({"podFailurePolicy": {"rules": []}} if policy == "Failed" else {})))
+    [first] = wait_for(lambda: [p for p in trainer_pods(plain, "swap") if (p.get("status") or {}).get("phase") == "Running"],
+                       what="a running pod")
+    wait_for(lambda: "up" in kubelet.log(first["metadata"]["name"]), what="its process")
+    plain.api.delete(resource_path("v1", "pods", plain.ns, first["metadata"]["name"]))  # Terminating for its 5 s grace
+
+    def replacement() -> list[dict]:
+        return [p for p in trainer_pods(plain, "swap") if p["metadata"]["name"] != first["metadata"]["name"]]
+
+    if policy == "TerminatingOrFailed":
+        wait_for(replacement, timeout=4, what="a replacement beside the Terminating pod")
+        assert plain.api.get(resource_path("v1", "pods", plain.ns, first["metadata"]["name"]))["metadata"]["deletionTimestamp"]
+        wait_for(lambda: (plain.job("swap")["status"] or {}).get("terminating") == 1, timeout=4, what="status.terminating")
+    else:
+        time.sleep(2.5)
+        assert not replacement(), "replaced before the old pod ended"
+        assert plain.job("swap")["status"].get("terminating") == 1
+        wait_for(replacement, timeout=15, what="a replacement once the old pod has ended")
+        assert plain.api.get(resource_path("v1", "pods", plain.ns, first["metadata"]["name"])) is None
+
+
+@pytest.fixture
+def jobset_crd(cluster: Cluster) -> None:
+    """JobSet's own CRD (tests/operator/fixtures), served by the emulator like any CRD."""
+    path = Path(__file__).resolve().parents[1] / "operator" / "fixtures" / "jobset.x-k8s.io_jobsets.yaml.gz"
+    try:
+        cluster.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(gzip.decompress(path.read_bytes())))
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    wait_for(lambda: cluster.api.get("/apis/jobset.x-k8s.io/v1alpha2"), timeout=30, what="the JobSet API")
+
+
+@pytest.mark.plays_controllers
+def test_a_failed_rank_restarts_the_whole_group_through_jobset(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet,
+                                                               jobset_crd: None, s3: Any, tiny_bert_s3: str,
+                                                               s3_secret: str) -> None:
+    """Issue 9 item 1, runPolicy.groupRestart: JobSet: rank 1 of two is killed; the child Job
+    fails as a whole, the JobSet controller restarts the group (restarts 1), both ranks resume
+    from the newest checkpoint, and the FineTuneJob says attempts 2."""
+    train = upload_jsonl(s3, f"data/{cluster.ns}/train.jsonl", classification_rows(400, seed=9))
+    output = submit(cluster, s3, "jsg", model=tiny_bert_s3, train=train, max_steps=200, save_every=4, secret=s3_secret,
+                    nodes=2, env={"OMP_NUM_THREADS": "1"}, groupRestart="JobSet")
+    jobset_path = resource_path("jobset.x-k8s.io/v1alpha2", "jobsets", cluster.ns, "jsg-trainer")
+    jobset = wait_for(lambda: cluster.api.get(jobset_path), what="the JobSet")
+    assert jobset["metadata"]["ownerReferences"][0]["name"] == "jsg" and cluster.job("jsg-trainer") is None
+
+    def first_checkpoint() -> bool:
+        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
+
+    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
+    first_job_uid = cluster.job("jsg-trainer-node-0")["metadata"]["uid"]
+    rank1 = next(p for p in trainer_pods(cluster, "jsg")
+                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+    assert rank1["spec"]["hostname"] == "jsg-trainer-node-0-1" and rank1["spec"]["subdomain"] == "jsg-trainer"
+    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+
+    status = cluster.wait_phase("jsg", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
+    assert status["attempts"] == 2, status
+    # The JobSet controller marks it Completed in its pass after the child Job's Complete.
+    def completed() -> dict | None:
+        js = cluster.api.get(jobset_path)
+        conditions = (js.get("status") or {}).get("conditions") or ()
+        return js if any(c["type"] == "Completed" and c["status"] == "True" for c in conditions) else None
+
+    jobset = wait_for(completed, what="the JobSet Completed")
+    assert (jobset["status"]["restarts"], jobset["status"]["restartsCountTowardsMax"]) == (1, 1)
+    job = cluster.job("jsg-trainer-node-0")
+    assert job["metadata"]["uid"] != first_job_uid  # JobSet re-created it: the whole group restarted
+    assert job["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"] == "1"
+    pods = sorted(trainer_pods(cluster, "jsg"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    assert [p["metadata"]["ownerReferences"][0]["uid"] for p in pods] == [job["metadata"]["uid"]] * 2
+    assert f"resumed from {output}checkpoints/step-" in kubelet.log(pods[0]["metadata"]["name"])
+    assert {"Retrying", "Succeeded"} <= set(cluster.event_reasons("jsg"))

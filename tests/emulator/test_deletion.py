@@ -8,6 +8,7 @@ import kubernetes
 import pytest
 
 from .conftest import GROUP, VERSION, widget
+from .test_errors import api_error
 
 
 def configmap(name: str, *, owners: list = (), finalizers: list = (), block: bool = False) -> dict:
@@ -141,12 +142,25 @@ def test_precondition_mismatch_is_a_conflict(core, namespace: str) -> None:
     assert error.value.status == 409
 
 
-def test_deleting_a_namespace_deletes_its_contents(core, namespace: str) -> None:
+def test_deleting_a_namespace_deletes_its_contents(emulator, core, namespace: str) -> None:
     core.create_namespaced_config_map(namespace, configmap("held", finalizers=["example.com/x"]))
     core.create_namespaced_config_map(namespace, configmap("free"))
-    core.delete_namespace(namespace)
-    terminating = core.read_namespace(namespace)
-    assert terminating.status.phase == "Terminating" and names(core, namespace) == {"held"}
+    api = emulator.emulator.api
+    api.gc_delay, default = 2.0, api.gc_delay  # a slow namespace controller, so the test sees it work later
+    try:
+        core.delete_namespace(namespace)
+        # Issue 9: emptied after the DELETE has returned, as the namespace controller does.
+        terminating = core.read_namespace(namespace)
+        assert terminating.status.phase == "Terminating" and names(core, namespace) == {"held", "free"}
+        status, body = api_error(core.create_namespaced_config_map, namespace, {"metadata": {"name": "late"}})
+        assert status == 403 and "because it is being terminated" in body["message"]
+    finally:
+        api.gc_delay = default
+    deadline = time.monotonic() + 10
+    while names(core, namespace) != {"held"} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert names(core, namespace) == {"held"}
+    assert core.read_namespace(namespace).status.phase == "Terminating"
     core.patch_namespaced_config_map("held", namespace, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/x"]}})
     assert not exists(core.read_namespace, namespace)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 import random
 
@@ -55,4 +57,7 @@ def test_three_thousand_objects(emulator: BackgroundEmulator, core: kubernetes.c
     assert len(core.list_namespaced_config_map("many-a", label_selector="shard=0").items) == 0
 
     core.delete_namespace("many-c")
+    deadline = time.monotonic() + 10  # the namespace controller empties it after the DELETE returns
+    while core.list_namespaced_config_map("many-c").items and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert core.list_namespaced_config_map("many-c").items == []

@@ -13,7 +13,7 @@ import yaml
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.operator.builders import (
     Owner, TrainerDefaults, build_children, build_config_map, build_headless_service, build_trainer_job, check_names,
-    job_suspend_patch, unapplied_changes,
+    job_suspend_patch, service_selector_patch, unapplied_changes,
 )
 
 OWNER = Owner(name="sft", namespace="ml", uid="uid-1")
@@ -74,6 +74,14 @@ JOB_CASES = [
     ("cpu-only custom resources", {"resources": {"gpusPerNode": 0, "cpu": "4", "memory": "16Gi"}}, {
         "spec.template.spec.containers[0].resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}},
         "spec.template.spec.volumes[3]": {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
+    }),
+    # Issue 9: local disk asked for, and the writable volumes bounded, so a runaway writer is
+    # evicted instead of filling the node's disk.
+    ("local disk", {"resources": {"gpusPerNode": 0, "ephemeralStorage": "200Gi"}}, {
+        "spec.template.spec.containers[0].resources": {"requests": {"ephemeral-storage": "200Gi"},
+                                                       "limits": {"ephemeral-storage": "200Gi"}},
+        "spec.template.spec.volumes[1]": {"name": "tmp", "emptyDir": {"sizeLimit": "200Gi"}},
+        "spec.template.spec.volumes[2]": {"name": "cache", "emptyDir": {"sizeLimit": "200Gi"}},
     }),
     ("other gpu vendor", {"resources": {"gpusPerNode": 2, "gpuResourceName": "amd.com/gpu"}}, {
         "spec.template.spec.containers[0].resources.limits": {"amd.com/gpu": "2"},
@@ -246,8 +254,15 @@ def test_headless_service_and_children() -> None:
     assert svc["metadata"]["name"] == "sft-trainer"
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["publishNotReadyAddresses"] is True
-    pod_labels = multi[2]["spec"]["template"]["metadata"]["labels"]
-    assert all(pod_labels[k] == v for k, v in svc["spec"]["selector"].items())
+    # Issue 9: the pods of one Job only, by the uid the Job controller labels them with; the
+    # template's own labels are shared by every Job re-created under this name.
+    pod_labels = {**multi[2]["spec"]["template"]["metadata"]["labels"], "batch.kubernetes.io/controller-uid": "job-2"}
+    selector = svc["spec"]["selector"]
+    assert selector["batch.kubernetes.io/controller-uid"] == ""  # nothing until the Job exists
+    selector = {**selector, **service_selector_patch(svc, {"metadata": {"uid": "job-2"}})["spec"]["selector"]}
+    assert all(pod_labels[k] == v for k, v in selector.items())
+    assert any(({**pod_labels, "batch.kubernetes.io/controller-uid": "job-1"})[k] != v for k, v in selector.items())
+    assert service_selector_patch({"spec": {"selector": selector}}, {"metadata": {"uid": "job-2"}}) is None
 
 
 def test_builders_are_deterministic() -> None:

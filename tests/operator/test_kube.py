@@ -100,3 +100,12 @@ def test_forbidden_is_its_own_error_so_status_can_show_it(server: dict) -> None:
     server["responses"] = [403]
     with pytest.raises(Forbidden):
         server["kube"].create_or_read(JOB)
+
+
+def test_jobset_is_found_by_api_discovery(server: dict) -> None:
+    """runPolicy.groupRestart: JobSet needs the jobset.x-k8s.io API (issue 9): asked by discovery."""
+    kube: Kube = server["kube"]
+    server["responses"] = [404, 200]
+    assert kube.jobset_served() is False
+    assert kube.jobset_served() is True
+    assert [(m, p) for m, p, _, _ in server["requests"]] == [("GET", "/apis/jobset.x-k8s.io/v1alpha2")] * 2

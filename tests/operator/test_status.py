@@ -9,7 +9,9 @@ import pytest
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
-from tuneloop.operator.status import CONDITION_TYPES, derive_status, pod_problem, status_patch, transition_events
+from tuneloop.operator.status import (
+    CONDITION_TYPES, awaits_first_pods, derive_status, pod_problem, status_patch, transition_events,
+)
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 T0 = "2025-01-01T11:00:00Z"
@@ -123,6 +125,55 @@ CASES = [
     ("evicted then retried", job(active=1), [pod("Failed", name="p-ev", reason="Evicted"), pod("Pending", created="2025-01-01T11:10:00Z")],
      {}, "Pending", "Starting", "evicted", {"Reconciling"}),
 ]
+
+
+REFUSED = 'Error creating: pods "ft-trainer-" is forbidden: error looking up service account ml/s3: serviceaccount "s3" not found'
+
+
+def test_pods_refused_by_the_api_server_are_stalled_with_the_events_words() -> None:
+    """Issue 9: a FailedCreate Event on the Job says at once why it has no pod (no NoPods wait)."""
+    fresh = job(start="2025-01-01T11:59:50Z")
+    assert awaits_first_pods(fresh, [])
+    status = derive_status(fresh, [], spec=spec(), generation=1, previous={}, now=NOW, failed_create=REFUSED)
+    assert (status["phase"], status["reason"]) == ("Pending", "FailedCreate")
+    assert REFUSED in status["message"] and "spec.storage.serviceAccountName" in status["message"]
+    assert {c["type"] for c in status["conditions"] if c["status"] == "True"} == {"Reconciling", "Stalled"}
+    assert ("Warning", "FailedCreate", status["message"]) in transition_events({}, status)
+    # Where pods exist, or the Job is suspended or finishing, Events are not read at all.
+    assert not awaits_first_pods(job(active=1), [pod("Running")])
+    assert not awaits_first_pods(job(suspend=True), [])
+    assert not awaits_first_pods(job(succeeded=1, conditions=[cond("SuccessCriteriaMet", "CompletionsReached")]), [])
+
+
+def jobset(restarts: int = 0, counted: int = 0, conditions: list | None = None) -> dict:
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "ft-trainer", "uid": "js"},
+            "status": {"restarts": restarts, "restartsCountTowardsMax": counted, "conditions": conditions or []}}
+
+
+MULTI = {"resources": {"nodes": 2}, "runPolicy": {"groupRestart": "JobSet", "backoffLimit": 2}}
+
+
+@pytest.mark.parametrize("job_, pods, jobset_, phase, reason, fragment, attempts", [
+    ("none yet", [], jobset(), "Pending", "CreatingJob", "JobSet is creating", 1),
+    ("running", [pod("Running"), pod("Running", name="p1", rank=1)], jobset(restarts=1, counted=1), "Running", "Training",
+     "2 node(s)", 2),
+    # The child Job failed: JobSet restarts the group, never the operator (no group_restart).
+    ("child failed", [EXIT1], jobset(), "Pending", "Restarting", "restart 0", 1),
+    ("being replaced", [], jobset(restarts=2, counted=1), "Pending", "Restarting", "restart 2", 2),
+    ("failed for good: exit 2", [EXIT2], jobset(conditions=[cond("Failed", "FailJobSetFailurePolicyAction")]),
+     "Failed", "InvalidInput", "missing column", 1),
+    ("failed for good: out of restarts", [EXIT1], jobset(restarts=2, counted=2, conditions=[cond("Failed", "ReachedMaxRestarts")]),
+     "Failed", "BackoffLimitExceeded", "failed after 2 retries", 3),
+], ids=["none yet", "running", "child failed", "being replaced", "exit 2", "out of restarts"])
+def test_derive_status_with_groupRestart_jobset(job_: str, pods: list, jobset_: dict, phase: str, reason: str, fragment: str,
+                                                attempts: int) -> None:
+    """Issue 9 item 1: with a JobSet, its restarts and final state, read through its child Job."""
+    child = {"none yet": None, "running": job(active=2, ready=2), "being replaced": None}.get(
+        job_, job(failed=1, conditions=[cond("Failed", "PodFailurePolicy", "Container trainer for pod failed with exit code 1")]))
+    status = derive_status(child, pods, spec=spec(**MULTI), generation=1, previous={}, now=NOW, jobset=jobset_)
+    assert (status["phase"], status["reason"]) == (phase, reason), status["message"]
+    assert fragment in status["message"]
+    assert status["attempts"] == attempts
 
 
 @pytest.mark.parametrize("job_, pods, overrides, phase, reason, fragment, true_conditions",

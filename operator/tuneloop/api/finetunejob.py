@@ -121,6 +121,8 @@ class ResourcesSpec:
     gpu_resource_name: str = opt("nvidia.com/gpu", "Extended resource name of the GPU.")
     cpu: str | None = opt(None, "CPU request and limit per pod, e.g. '8'.")
     memory: str | None = opt(None, "Memory request and limit per pod, e.g. '64Gi'.")
+    ephemeral_storage: str | None = opt(None, "Local disk per pod, e.g. '200Gi': the ephemeral-storage request and "
+                                              "limit, and the sizeLimit of its /tmp and model-cache volumes.")
     node_selector: dict[str, str] = opt(dict, "Node labels the pods must match.")
     tolerations: list[dict[str, Any]] = opt(list, "Pod tolerations (Kubernetes Toleration objects).")
     affinity: dict[str, Any] | None = opt(None, "Pod affinity (a Kubernetes Affinity object).")
@@ -159,6 +161,9 @@ class RunPolicySpec:
     ttl_seconds_after_finished: int | None = opt(None, "Delete the Job and pods this long after finishing (the FineTuneJob stays).")
     suspend: bool = opt(False, "Suspend training (pods go away); resume from the checkpoint when false again.")
     queue_name: str | None = opt(None, "Kueue LocalQueue: the Job is created suspended and Kueue admits it.")
+    group_restart: Literal["Operator", "JobSet"] = opt(
+        "Operator", "Who restarts a multi-node job as a group: the operator (re-creates the Job) or JobSet's "
+                    "controller (runs it as a JobSet; needs JobSet installed).")
 
 
 @dataclass(frozen=True, kw_only=True)

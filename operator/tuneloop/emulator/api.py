@@ -23,7 +23,7 @@ from typing import Any
 
 import kmock
 
-from tuneloop.emulator import builtins, deletion, errors, objects, patches, schemas, validation
+from tuneloop.emulator import admission, builtins, deletion, errors, objects, patches, schemas, validation
 from tuneloop.emulator.crds import CRD_RESOURCE, crd_problems, crd_resources, established_status
 from tuneloop.emulator.registry import NAMESPACES, ResourceRegistry
 from tuneloop.emulator.selection import FieldSelector, LabelSelector, unsupported_fields
@@ -135,8 +135,13 @@ class ApiServer:
             namespace=key[1], uid=str(uuid.uuid4()), now=self.clock(), has_status="status" in info.subresources,
         )
         obj = self._admit(key, info, self._on_create(resource, obj), None)
+        if resource == admission.PODS:  # its name in the request: a generateName is not filled in yet
+            obj = admission.admit_pod(self, key[1], obj, metadata.get("name") or metadata.get("generateName") or "")
         created = self.commit(key, obj, None)
         deletion.after_create(self, key, created)
+        if resource == NAMESPACES:
+            account = admission.default_service_account(name)
+            self.create(admission.SERVICE_ACCOUNTS, name, account)
         return created
 
     def replace(self, resource: kmock.resource, namespace: str | None, name: str, body: Any,

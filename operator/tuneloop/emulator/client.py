@@ -22,6 +22,15 @@ class ApiError(Exception):
     def __init__(self, status: int, body: str):
         super().__init__(f"{status}: {body[:500]}")
         self.status = status
+        self.body = body
+
+    @property
+    def message(self) -> str:
+        """The Status body's message (the words the API server refused with)."""
+        try:
+            return str(json.loads(self.body).get("message") or self.body)
+        except (ValueError, AttributeError):
+            return self.body
 
 
 def resource_path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,

@@ -10,7 +10,9 @@
   owner reference and keeps the dependents (at once: no `orphan` finalizer here).
   Old children still being collected after `kubectl delete && kubectl apply` are a real
   cluster's everyday state (issue 9), so tests must see them.
-- Namespaces: a deleted namespace is Terminating until everything inside it has gone.
+- Namespaces: a deleted namespace is Terminating (creating in it is refused) and is emptied
+  by the namespace controller after the DELETE has returned (`gc_delay` later); it goes once
+  everything inside it has gone, graceful pods and finalizers included.
 - Pods: a scheduled pod that has not ended is deleted gracefully: it gets
   `deletionTimestamp` and `deletionGracePeriodSeconds` and stays, Terminating, until its
   kubelet confirms with `gracePeriodSeconds=0` (a pod never scheduled, or ended, goes at once).
@@ -168,13 +170,18 @@ def _terminate_namespace(api: ApiServer, key: Key, obj: dict[str, Any]) -> dict[
     marked = objects.deleting_object(obj, now=api.clock())
     marked = {**marked, "status": {**(obj.get("status") or {}), "phase": "Terminating"}}
     result = obj if marked == obj else api.commit(key, marked, obj)
-    namespace = key[2]
+    # The namespace controller empties it after the DELETE has returned: until then its
+    # objects are all still there, and nothing new may be created in it.
+    api.defer(lambda: _empty_namespace(api, key[2]))
+    return api.store.get(key) or result
+
+
+def _empty_namespace(api: ApiServer, namespace: str) -> None:
     for resource in api.store.resources():
         for inner in api.store.keys(resource, namespace):
             if api.store.get(inner) is not None:
                 delete(api, inner, "Background")
     _finish_namespace(api, namespace)
-    return api.store.get(key) or result
 
 
 def _finish_namespace(api: ApiServer, namespace: str) -> None:

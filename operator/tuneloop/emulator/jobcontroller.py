@@ -17,23 +17,28 @@ rule), else counts against `backoffLimit`, and is replaced after the kubelet's `
 (Kubernetes: 10 s, doubling, at most 6 min). A suspended Job's pods get SIGTERM, then SIGKILL
 after the grace period, and are deleted; they do not count as failures.
 
+A pod the API server refuses (admission.py: a missing ServiceAccount or PriorityClass) is
+not made: a `FailedCreate` Warning Event on the Job says why (repeats counted on one Event),
+and the next try waits for the same backoff as a failed pod's replacement.
+
+`podReplacementPolicy`: with `TerminatingOrFailed` a pod deleted through the API is replaced
+while it is still Terminating (the same completion index may have two pods then); with
+`Failed` only once it has ended.
+
 What it leaves out: `uncountedTerminatedPods`, `successPolicy`, `backoffLimitPerIndex`,
-`podReplacementPolicy` (a failed pod is replaced once it has ended, which is what `Failed`
-asks for), `managedBy`, and the pods' job-tracking finalizer (failures are counted in
-memory; a pod deleted through the API is counted from the kubelet's record of it).
+`managedBy`, and the pods' job-tracking finalizer (failures are counted in memory; a pod
+deleted through the API is counted from the kubelet's record of it).
 """
 
 from __future__ import annotations
 
 import copy
-import random
-import string
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tuneloop.emulator.client import resource_path
+from tuneloop.emulator.client import ApiError, resource_path
 from tuneloop.emulator.podrun import INDEX_KEY, JOB_NAME_KEYS, UID_KEYS, JobState, PodRun, _parse_time, free_port, now_rfc3339
 
 
@@ -165,6 +170,10 @@ class JobController:
             return
         spec = job["spec"]
         completions = int(spec.get("completions") or 1)
+        if spec.get("podReplacementPolicy", "TerminatingOrFailed") == "TerminatingOrFailed":
+            # A pod being deleted is replaced at once, beside it; `Failed` (the default with a
+            # podFailurePolicy) waits until it has ended (KEP-3939).
+            active = [r for r in active if r.kill_deadline is None]
         if done_indexes is not None:
             busy = {r.index for r in active}
             wanted: list[int | None] = [i for i in range(completions) if i not in done_indexes and i not in busy]
@@ -177,12 +186,13 @@ class JobController:
                 for port in container.get("ports") or ():
                     state.host_ports.setdefault(int(port["containerPort"]), free_port())
         for index in wanted:
-            self._create_pod(job, state, index)
+            if not self._create_pod(job, state, index):
+                break  # refused: the rest would be too; retried after the backoff
 
-    def _create_pod(self, job: dict, state: JobState, index: int | None) -> None:
+    def _create_pod(self, job: dict, state: JobState, index: int | None) -> bool:
         meta, template = job["metadata"], copy.deepcopy(job["spec"]["template"])
-        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-        name = f"{meta['name']}-{index}-{suffix}" if index is not None else f"{meta['name']}-{suffix}"
+        # The API server adds 5 characters, as for the real Job controller's pods.
+        generate_name = f"{meta['name']}-{index}-" if index is not None else f"{meta['name']}-"
         labels = {**(template.get("metadata") or {}).get("labels", {})}
         labels.update({key: meta["name"] for key in JOB_NAME_KEYS})
         labels.update({key: meta["uid"] for key in UID_KEYS})
@@ -197,18 +207,48 @@ class JobController:
                 port["containerPort"] = state.host_ports.get(int(port["containerPort"]), port["containerPort"])
         pod = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels, "annotations": annotations,
+            "metadata": {"generateName": generate_name, "namespace": meta["namespace"], "labels": labels, "annotations": annotations,
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
                                               "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
             "spec": pod_spec,
         }
-        created = self.api.request("POST", resource_path("v1", "pods", meta["namespace"]), pod)
+        try:
+            created = self.api.request("POST", resource_path("v1", "pods", meta["namespace"]), pod)
+        except ApiError as exc:
+            if exc.status not in (403, 422):  # refused by admission or validation; else an API hiccup
+                raise
+            self._failed_create(job, state, f"Error creating: {exc.message}")
+            state.backoff = min(self.pod_backoff_max, max(self.pod_backoff, state.backoff * 2))
+            state.next_start = time.monotonic() + state.backoff
+            return False
+        name = created["metadata"]["name"]
         run = PodRun(meta["namespace"], name, created["metadata"]["uid"], meta["uid"], index, job, created,
                      tempfile.TemporaryDirectory(prefix=f"tuneloop-pod-{name}-"))
         self.runs[run.uid] = run
         self._patch_pod_status(run, {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]})
         self._start_containers(run)
+        return True
+
+    def _failed_create(self, job: dict, state: JobState, message: str) -> None:
+        """A `FailedCreate` Warning Event on the Job, as the Job controller records a refused
+        pod; a repeat bumps the same Event's count, as the event recorder aggregates them."""
+        meta, now = job["metadata"], now_rfc3339()
+        events = resource_path("v1", "events", meta["namespace"])
+        if message in state.events:
+            name, count = state.events[message]
+            self.api.patch(f"{events}/{name}", {"count": count + 1, "lastTimestamp": now})
+            state.events[message] = (name, count + 1)
+            return
+        created = self.api.request("POST", events, {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "namespace": meta["namespace"], "name": meta["name"],
+                               "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": "FailedCreate", "message": message, "type": "Warning",
+            "source": {"component": "job-controller"}, "reportingComponent": "job-controller", "reportingInstance": "",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        })
+        state.events[message] = (created["metadata"]["name"], 1)
 
 
 

@@ -13,7 +13,8 @@ beside a real API server that has no nodes or controller manager.
 Each pass (`sync_once`, every `poll_interval` s in a background thread) does what the Job
 controller and the kubelet of a one-node cluster would:
 
-- Jobs: see jobcontroller.py (the Job controller half of each pass).
+- Jobs: see jobcontroller.py (the Job controller half of each pass); JobSets, where the API
+  serves them: jobsetcontroller.py.
 - Pods: Pending (PodScheduled) -> Running (podIP 127.0.0.1, startTime, Ready, container
   `running`) -> Succeeded / Failed with `terminated` {exitCode, reason Completed or Error,
   message, startedAt, finishedAt}; a signal is exit code 128+N. The message is the
@@ -42,13 +43,18 @@ What is local, and how the differences are bridged (one machine, no containers):
   host port as its containerPort (clients that read the pod, like a scraper, find it) and
   env/arg values equal to the original number are rewritten. The DNS names of an Indexed
   Job's pods (`<job>-<i>.<subdomain>[.<ns>[.svc[.cluster.local]]]`) in env/args become
-  127.0.0.1, but only when a headless Service named `<subdomain>` selects the pod, as cluster
-  DNS would resolve them; names in files or computed at run time are not rewritten.
+  127.0.0.1 when cluster DNS would answer them with this Job's pods only (`resolve`: the
+  headless Service named `<subdomain>` selects them, EndpointSlice rules for Terminating and
+  not-Ready pods); a name an earlier Job's Terminating pod also answers stays unresolved.
+  A container using a name that does not resolve yet waits up to `dns_wait` s (standing in
+  for a process whose lookups retry), then starts with it unresolved; names in files or
+  computed at run time are not rewritten.
 - Not emulated: images, resource limits (so no OOMKilled), securityContext (runAsUser,
   readOnlyRootFilesystem: the process runs as the test's user and can write anywhere),
-  sizeLimit/ephemeral-storage eviction, probes (Ready when running), init containers,
-  restartPolicy OnFailure, admission (a missing ServiceAccount or PriorityClass, quota or Pod
-  Security never refuse a pod, so no FailedCreate), scheduling (one node, never
+  probes (Ready when running), init containers,
+  restartPolicy OnFailure, quota and Pod Security admission (the API server refuses a pod
+  only for a missing ServiceAccount or PriorityClass: admission.py; the Job controller then
+  records FailedCreate), sizeLimit and ephemeral-storage eviction, scheduling (one node, never
   Unschedulable), preemption and eviction (DisruptionTarget only for pods a restarted kubelet
   finds no process for, as PodGC marks a lost node's pods), IPv6 pod IPs.
 """
@@ -72,8 +78,9 @@ from typing import Any, Self
 
 from tuneloop.emulator.client import ApiError, JsonApi, resource_path
 from tuneloop.emulator.jobcontroller import JobController, _job_name
+from tuneloop.emulator.jobsetcontroller import JobSetController
 from tuneloop.emulator.podrun import (
-    HOST_ENV, NODE_IP, UID_KEYS, ConfigError, ContainerRun, JobState, PodRun, now_rfc3339,
+    HOST_ENV, NODE_IP, UID_KEYS, ConfigError, ContainerRun, DnsPending, JobState, PodRun, now_rfc3339,
 )
 
 log = logging.getLogger("tuneloop.kubelet")
@@ -81,17 +88,19 @@ log = logging.getLogger("tuneloop.kubelet")
 # --- the kubelet ----------------------------------------------------------------------------------
 
 
-class Kubelet(JobController):
+class Kubelet(JobController, JobSetController):
     def __init__(self, kubeconfig: str | os.PathLike | None, namespace: str | None, *, selector: str | None = None,
                  env: Mapping[str, str] | None = None, log_dir: str | os.PathLike | None = None,
                  poll_interval: float = 0.2, remap_ports: bool = True, pod_backoff: float = 10.0,
-                 pod_backoff_max: float = 360.0, max_grace: float | None = None, node_name: str = "tuneloop-local"):
+                 pod_backoff_max: float = 360.0, max_grace: float | None = None, node_name: str = "tuneloop-local",
+                 dns_wait: float = 30.0):
         """Runs the pods of the Jobs in `namespace` (all namespaces when None) whose labels
         match `selector`; `env` is added to every container's (last, so it overrides);
         logs go to `log_dir` (a temp dir when None) as `<namespace>_<pod>_<container>.log`;
         `max_grace` caps terminationGracePeriodSeconds; a failed pod is replaced after
         `pod_backoff` s, doubling per failure up to `pod_backoff_max` (Kubernetes: 10 s, 6 min;
-        tests pass less)."""
+        tests pass less); a container using a pod DNS name that does not resolve yet starts
+        once it does, or unresolved after `dns_wait` s (a process whose lookups retry)."""
         self.api = JsonApi(kubeconfig)
         self.namespace = namespace
         self.selector = selector
@@ -106,6 +115,7 @@ class Kubelet(JobController):
         self.departed: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)  # job uid -> pods deleted through the API
         self.max_grace = max_grace
         self.node_name = node_name
+        self.dns_wait = dns_wait
         self.runs: dict[str, PodRun] = {}  # pod uid -> run
         self.jobs: dict[str, JobState] = {}
         self.errors: collections.deque[str] = collections.deque(maxlen=50)
@@ -189,6 +199,7 @@ class Kubelet(JobController):
 
     def sync_once(self) -> None:
         with self._lock:
+            self._sync_jobsets()  # JobSets (where served) make Jobs; this pass runs what exists
             query = {"labelSelector": self.selector} if self.selector else {}
             jobs = self.api.request("GET", resource_path("batch/v1", "jobs", self.namespace), query=query)["items"]
             pods = self.api.request("GET", resource_path("v1", "pods", self.namespace),
@@ -228,7 +239,7 @@ class Kubelet(JobController):
             else:  # deleted (a cascade, a user): stop it
                 run.terminate(self._grace(run.pod))
             run.enforce_grace()
-            if not run.started and run.config_error and run.kill_deadline is None:
+            if not run.started and (run.config_error or run.waiting_dns) and run.kill_deadline is None:
                 self._start_containers(run)
             if run.exited() and run.reported not in ("Succeeded", "Failed"):
                 self._report_exit(run, exists=pod is not None)
@@ -293,6 +304,9 @@ class Kubelet(JobController):
         try:
             mounts_by_container = self._prepare_volumes(run)
             plans = [self._plan(run, c, mounts_by_container[c["name"]], state) for c in run.pod["spec"]["containers"]]
+        except DnsPending:
+            run.waiting_dns = True  # retried next pass; the pod stays ContainerCreating
+            return
         except ConfigError as exc:
             first = not run.config_error
             run.config_error = str(exc)
@@ -377,7 +391,8 @@ class Kubelet(JobController):
         mounts = sorted(mounts + [(container.get("terminationMessagePath", "/dev/termination-log"), str(termination))],
                         key=lambda m: len(m[0]), reverse=True)
         exact = {str(k): str(v) for k, v in state.host_ports.items()}
-        exact.update(self._pod_dns_names(run))
+        resolved, unresolved = self._pod_dns_names(run)
+        exact.update(resolved)
 
         def local(value: str) -> str:
             if value in exact:
@@ -403,33 +418,76 @@ class Kubelet(JobController):
         if exe is None:
             raise ConfigError(f'exec: "{argv[0]}": executable file not found in $PATH')
         argv[0] = exe
+        waiting = sorted({v for v in [*env.values(), *argv] if v in unresolved})
+        if waiting and time.monotonic() < run.created + self.dns_wait:
+            raise DnsPending(f"{waiting[0]} does not resolve yet")
+        if waiting and run.waiting_dns:
+            self._error(f"pod {run.name}: {', '.join(waiting)} did not resolve in {self.dns_wait:g} s; starting unresolved")
         cwd = local(container["workingDir"]) if container.get("workingDir") else str(root)
         Path(cwd).mkdir(parents=True, exist_ok=True)
         fallback = container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
         return container["name"], argv, env, cwd, termination, fallback
 
-    def _pod_dns_names(self, run: PodRun) -> dict[str, str]:
-        """`<job>-<i>.<subdomain>...` -> 127.0.0.1, as cluster DNS answers them: only when a
-        headless Service named `subdomain` selects the Job's pods (a missing Service, a wrong
-        selector or a ClusterIP Service leaves the names unresolved, as on a real cluster)."""
+    def resolve(self, namespace: str, host: str, asking: PodRun | None = None) -> list[dict[str, Any]]:
+        """The pods cluster DNS answers `host` (`<hostname>.<subdomain>[.<ns>[.svc[.cluster.local]]]`)
+        with: those with that hostname and subdomain that the headless Service named `subdomain`
+        selects and the EndpointSlice controller publishes: not Succeeded or Failed, with a pod
+        IP, and Terminating or not Ready only under `publishNotReadyAddresses`. `asking` (the
+        pod looking itself up) counts before it has an IP: its sandbox has one already."""
+        parts = host.split(".")
+        suffixes = ([], [namespace], [namespace, "svc"], [namespace, "svc", "cluster", "local"])
+        if len(parts) < 2 or parts[2:] not in suffixes:
+            return []
+        hostname, subdomain = parts[0], parts[1]
+        service = self.api.get(resource_path("v1", "services", namespace, subdomain))
+        spec = (service or {}).get("spec") or {}
+        selector = spec.get("selector") or {}
+        if service is None or spec.get("clusterIP") != "None" or not selector:
+            return []
+        publish_all = bool(spec.get("publishNotReadyAddresses"))
+        answers = []
+        for pod in self.api.request("GET", resource_path("v1", "pods", namespace))["items"]:
+            meta, pod_spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            labels = meta.get("labels") or {}
+            if any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            if pod_spec.get("hostname") != hostname or pod_spec.get("subdomain") != subdomain:
+                continue
+            if status.get("phase") in ("Succeeded", "Failed"):
+                continue
+            itself = asking is not None and meta["uid"] == asking.uid
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
+            if not itself and (not status.get("podIP") or not (ready or publish_all)):
+                continue
+            if meta.get("deletionTimestamp") and not publish_all:
+                continue
+            answers.append(pod)
+        return answers
+
+    def _pod_dns_names(self, run: PodRun) -> tuple[dict[str, str], set[str]]:
+        """({name: 127.0.0.1}, unresolved names) for the DNS names of the pod's Job
+        (`<job>-<i>.<subdomain>...`), as cluster DNS answers them (`resolve`): a name resolves
+        when only pods of this Job answer it. No Service, a wrong selector or a ClusterIP
+        Service leaves it unresolved, as on a real cluster; so does an answer that includes an
+        earlier Job's pod (the same hostname, still Terminating): all pods share 127.0.0.1 here,
+        so the emulator cannot tell which a client would reach, and refuses both."""
         spec = run.pod["spec"]
         subdomain = spec.get("subdomain")
         completions = int(run.job["spec"].get("completions") or 1)
         if not subdomain or run.index is None:
-            return {}
-        service = self.api.get(resource_path("v1", "services", run.namespace, subdomain))
-        selector = ((service or {}).get("spec") or {}).get("selector") or {}
-        labels = run.pod["metadata"].get("labels") or {}
-        if service is None or service["spec"].get("clusterIP") != "None" or not selector or \
-                any(labels.get(k) != v for k, v in selector.items()):
-            return {}
-        names = {}
+            return {}, set()
+        resolved, unresolved = {}, set()
         job_name = _job_name(run.pod)
         for index in range(completions):
             host = f"{job_name}-{index}.{subdomain}"
+            answers = self.resolve(run.namespace, host, asking=run)
+            ours = bool(answers) and all((a["metadata"].get("labels") or {}).get(UID_KEYS[0]) == run.job_uid for a in answers)
             for suffix in ("", f".{run.namespace}", f".{run.namespace}.svc", f".{run.namespace}.svc.cluster.local"):
-                names[host + suffix] = NODE_IP
-        return names
+                if ours:
+                    resolved[host + suffix] = NODE_IP
+                else:
+                    unresolved.add(host + suffix)
+        return resolved, unresolved
 
     def _resolve_env(self, run: PodRun, container: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
         env: dict[str, str] = {}

@@ -45,6 +45,10 @@ class ConfigError(Exception):
     """The pod cannot start yet (CreateContainerConfigError): a Secret or ConfigMap is missing."""
 
 
+class DnsPending(ConfigError):
+    """A pod DNS name the container uses does not resolve yet: its start waits (no status)."""
+
+
 @dataclass
 class ContainerRun:
     name: str
@@ -112,6 +116,8 @@ class PodRun:
     delete_when_gone: bool = False
     stopped_by_controller: bool = False  # suspended or finished: not counted (no tracking finalizer)
     reported: str = "Pending"
+    created: float = field(default_factory=time.monotonic)
+    waiting_dns: bool = False  # a DNS name it uses does not resolve yet (DnsPending)
 
     @property
     def started(self) -> bool:
@@ -144,5 +150,6 @@ class JobState:
     next_start: float = 0.0  # pod_backoff: no new pod before this (monotonic)
     backoff: float = 0.0
     adopted: bool = False
+    events: dict[str, tuple[str, int]] = field(default_factory=dict)  # FailedCreate message -> (Event name, count)
 
 

@@ -25,6 +25,8 @@ LABEL_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes fo
 # On the Job: we deactivated its Kueue Workload for spec.runPolicy.suspend, and reactivate it on resume.
 ANNOTATION_WORKLOAD_DEACTIVATED = "tuneloop.dev/workload-deactivated"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# The Job controller labels every pod with its Job's uid (1.27+; `controller-uid` before).
+LABEL_JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 
 CONTAINER = "trainer"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default, set explicitly
@@ -83,9 +85,15 @@ def master_addr(name: str) -> str:
     return f"{job_name(name)}-0.{service_name(name)}"
 
 
+# The replicated Job of a JobSet (jobset.py): short, as it is part of every pod's hostname.
+JOBSET_REPLICATED_JOB = "node"
+
+
 def check_names(name: str, spec: FineTuneJobSpec) -> list[Problem]:
     """Names the children would get that Kubernetes would refuse, found before creating any."""
     longest = job_name(name)
+    if spec.run_policy.group_restart == "JobSet" and spec.resources.nodes > 1:
+        longest = f"{longest}-{JOBSET_REPLICATED_JOB}-0"  # JobSet's child Job
     if spec.resources.nodes > 1:
         longest = f"{longest}-{spec.resources.nodes - 1}"
     if len(longest) > DNS_LABEL_MAX:
@@ -148,20 +156,42 @@ def build_config_map(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
     }
 
 
-def build_headless_service(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> dict[str, Any]:
-    """Stable DNS names for the pods of a multi-node Indexed Job (`<job>-<index>.<service>`)."""
+def service_selector(name: str, job_uid: str = "") -> dict[str, str]:
+    """The pods of one Job only: its uid, which no earlier Job of this FineTuneJob shares.
+
+    A group restart re-creates the Job under the same name, so its pods get the same
+    hostnames (`<job>-<i>`) as the old ones; selected per FineTuneJob, the old pods still
+    Terminating (publishNotReadyAddresses publishes them) would answer for the new rank 0
+    (issue 9). Until the Job exists (`job_uid` empty) it selects nothing.
+    """
+    return {LABEL_FINETUNEJOB: name, "app.kubernetes.io/component": "trainer", LABEL_JOB_CONTROLLER_UID: job_uid}
+
+
+def build_headless_service(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults(),
+                           job_uid: str = "") -> dict[str, Any]:
+    """Stable DNS names for the pods of a multi-node Indexed Job (`<job>-<index>.<service>`),
+    answered by the current Job's pods only (`service_selector`)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(owner, service_name(owner.name), "trainer"),
         "spec": {
             "clusterIP": "None",
-            "selector": {LABEL_FINETUNEJOB: owner.name, "app.kubernetes.io/component": "trainer"},
+            "selector": service_selector(owner.name, job_uid),
             # Rank 0 must resolve before it is Ready, or the other ranks cannot rendezvous.
             "publishNotReadyAddresses": True,
             "ports": [{"name": "dist", "port": defaults.master_port, "targetPort": defaults.master_port}],
         },
     }
+
+
+def service_selector_patch(service: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The patch that points the headless Service at this Job's pods, or None if it does."""
+    uid = (job.get("metadata") or {}).get("uid") or ""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if selector.get(LABEL_JOB_CONTROLLER_UID) == uid:
+        return None
+    return {"spec": {"selector": {LABEL_JOB_CONTROLLER_UID: uid}}}
 
 
 def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = TrainerDefaults()) -> list[dict[str, Any]]:
@@ -227,6 +257,10 @@ def build_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
         amounts["cpu"] = res.cpu
     if res.memory is not None:
         amounts["memory"] = res.memory
+    if res.ephemeral_storage is not None:
+        # Scheduled onto a node with that much local disk, and evicted past it rather than
+        # filling the node's disk (DiskPressure evicts everyone else's pods too; issue 9).
+        amounts["ephemeral-storage"] = res.ephemeral_storage
     if res.gpus_per_node > 0:
         amounts[res.gpu_resource_name] = str(res.gpus_per_node)
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
@@ -258,10 +292,15 @@ def build_volumes(owner: Owner, spec: FineTuneJobSpec | None = None) -> tuple[li
         # tmpfs pages count against the memory limit; without a sizeLimit it is sized to the
         # node's allocatable memory (issue 9).
         shm["sizeLimit"] = spec.resources.memory
+    disk: dict[str, Any] = {}
+    if spec is not None and spec.resources.ephemeral_storage is not None:
+        # Each bounded by the whole budget: their total is what the pod's limit counts, and the
+        # cache (the base model) may need most of it.
+        disk["sizeLimit"] = spec.resources.ephemeral_storage
     volumes = [
         {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": dict(disk)},
+        {"name": "cache", "emptyDir": dict(disk)},
         # PyTorch DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
         {"name": "dshm", "emptyDir": shm},
     ]

@@ -24,11 +24,13 @@ import kopf
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
 from tuneloop.api.validate import check_child_names, parse_spec
+from tuneloop.operator import jobset as jobsets
 from tuneloop.operator import metrics
 from tuneloop.operator.allowlist import AllowLists, check_allowed
 from tuneloop.operator.builders import (
     ANNOTATION_WORKLOAD_DEACTIVATED, GROUP, KIND, LABEL_FINETUNEJOB, PLURAL, VERSION, Blocked, Owner, build_children,
-    check_existing_child, check_names, job_name, job_suspend_patch, unapplied_changes, workload_active_change,
+    check_existing_child, check_names, job_name, job_suspend_patch, service_name, service_selector_patch, unapplied_changes,
+    workload_active_change,
 )
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Forbidden, Kube
@@ -36,7 +38,7 @@ from tuneloop.operator.scrape import (
     fetch_trainer_metrics, final_report_pending, final_status, merge_scrape, metrics_url, parse_trainer_metrics,
 )
 from tuneloop.operator.status import (
-    CHILD_REJECTED, INVALID_SPEC, RECOVERABLE, SUCCEEDED, TERMINAL, derive_status, group_restart, parse_time, status_patch,
+    CHILD_REJECTED, INVALID_SPEC, RECOVERABLE, SUCCEEDED, TERMINAL, awaits_first_pods, derive_status, group_restart, parse_time, status_patch,
     transition_events,
 )
 
@@ -82,6 +84,36 @@ def owned_pods(index: kopf.Index, namespace: str, name: str, job: Mapping[str, A
     # Only the Job's own pods (the Job controller sets their ownerReferences): anyone who can
     # create a pod with our label could otherwise feed status and the scrape (issue 13).
     return [p for p in pods if _owned_by(p, job_uid)]
+
+
+def uses_jobset(spec: FineTuneJobSpec | None) -> bool:
+    """A multi-node job with `groupRestart: JobSet`; one node is always a plain Job (its pod is
+    replaced by the Job controller, there is no group to restart)."""
+    return spec is not None and spec.run_policy.group_restart == "JobSet" and spec.resources.nodes > 1
+
+
+def current_job(kube: Kube, index: kopf.Index, namespace: str, name: str, uid: str,
+                spec: FineTuneJobSpec | None) -> tuple[dict | None, dict | None]:
+    """(the Job training now, its JobSet or None). With `groupRestart: JobSet` the Job is the
+    JobSet's child of the current restart attempt, and the JobSet is read from the API: a
+    kopf index on a kind the cluster may not serve would hold up every handler."""
+    if not uses_jobset(spec):
+        return owned_job(index, namespace, name, uid), None
+    jobset = kube.read("JobSet", namespace, jobsets.jobset_name(name))
+    if jobset is None or not _owned_by(jobset, uid):
+        return None, None
+    attempt = str(int(((jobset.get("status") or {}).get("restarts")) or 0))
+    jobs = [job for job in index.get((namespace, name), ()) if _owned_by(job, jobset["metadata"]["uid"])
+            and (job["metadata"].get("labels") or {}).get(jobsets.RESTART_ATTEMPT_LABEL) == attempt]
+    return (jobs[0] if jobs else None), jobset
+
+
+def children_for(owner: Owner, spec: FineTuneJobSpec, config: OperatorConfig) -> list[dict]:
+    """The children to create, in order: a JobSet instead of the Service and Job when asked."""
+    children = build_children(owner, spec, config.trainer)
+    if uses_jobset(spec):
+        return [children[0], jobsets.build_trainer_jobset(owner, spec, config.trainer)]
+    return children
 
 
 # --- shared steps ------------------------------------------------------------------------------
@@ -162,7 +194,10 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
     live_meta = (live or {}).get("metadata") or {}
     if live_meta.get("uid") != owner.uid or live_meta.get("deletionTimestamp"):
         return None
-    for manifest in build_children(owner, spec, config.trainer):
+    if uses_jobset(spec) and not kube.jobset_served():
+        return Blocked("JobSetNotInstalled", f"spec.runPolicy.groupRestart is JobSet, but the cluster does not serve "
+                       f"{jobsets.GROUP}/{jobsets.VERSION}: install JobSet, or set groupRestart: Operator", stalled=True)
+    for manifest in children_for(owner, spec, config):
         meta = manifest["metadata"]
         try:
             existing = kube.create_or_read(manifest)
@@ -170,28 +205,47 @@ def ensure_children(kube: Kube, body: kopf.Body, owner: Owner, spec: FineTuneJob
             return Blocked("Forbidden", f"{exc}; grant the operator's ServiceAccount this (see the chart's RBAC: "
                            f"blockOwnerDeletion needs update on finetunejobs/finalizers)", stalled=True)
         if existing is None:
-            if manifest["kind"] == "Job":
-                kopf.event(body, type="Normal", reason="Created", message=f"created Job {meta['name']}")
+            if manifest["kind"] in ("Job", "JobSet"):
+                kopf.event(body, type="Normal", reason="Created", message=f"created {manifest['kind']} {meta['name']}")
             continue
         blocked, update = check_existing_child(existing, manifest, owner)
         if blocked is not None:
             return blocked
         if update is not None:
             kube.patch(manifest["kind"], meta["namespace"], meta["name"], update)
+    if spec.resources.nodes > 1 and not uses_jobset(spec):  # JobSet makes and points its own Service
+        # The Job's uid exists only now: point its headless Service at its pods at once, so
+        # they resolve each other from the start (`refresh_status` re-checks it every pass).
+        job = kube.read("Job", owner.namespace, job_name(owner.name))
+        if job is not None and _owned_by(job, owner.uid):
+            point_service_at_job(kube, owner.namespace, owner.name, job)
     return None
 
 
+def point_service_at_job(kube: Kube, namespace: str, name: str, job: Mapping[str, Any]) -> bool:
+    """Select only this Job's pods in the headless Service (never an earlier Job's, still
+    Terminating under the same hostnames); False when there is no Service (yet)."""
+    service = kube.read("Service", namespace, service_name(name))
+    if service is None:
+        return False
+    change = service_selector_patch(service, job)
+    if change is not None:
+        kube.patch("Service", namespace, service_name(name), change)
+    return True
+
+
 def sync_suspend(kube: Kube, body: kopf.Body, spec: FineTuneJobSpec, job: Mapping[str, Any] | None) -> None:
+    """`runPolicy.suspend` onto the Job, or the JobSet (which suspends its Jobs)."""
     if job is None:
         return
-    meta = job["metadata"]
+    meta, kind = job["metadata"], job.get("kind") or "Job"
     change = job_suspend_patch(spec, job)
     if change is not None:
-        kube.patch_job(meta["namespace"], meta["name"], change)
+        kube.patch(kind, meta["namespace"], meta["name"], change)
     active = workload_active_change(spec, job)
     if active is not None and kube.set_workload_active(meta["namespace"], meta["uid"], active):
         mark = None if active else "true"
-        kube.patch_job(meta["namespace"], meta["name"], {"metadata": {"annotations": {ANNOTATION_WORKLOAD_DEACTIVATED: mark}}})
+        kube.patch(kind, meta["namespace"], meta["name"], {"metadata": {"annotations": {ANNOTATION_WORKLOAD_DEACTIVATED: mark}}})
 
 
 def suspend_out_of_sync(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> bool:
@@ -216,16 +270,16 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
     metrics.record_phase(namespace, name, current.get("phase"))
     if is_finished(current):
         return  # its Job may be gone on purpose (TTL); never train again
-    job = owned_job(trainer_jobs, namespace, name, uid)
+    job, jobset = current_job(memo.kube, trainer_jobs, namespace, name, uid, parsed)
     lingering = lingering_pods(trainer_pods, namespace, name) if job is None else []
     blocked = None
-    if job is None and not lingering:  # else the status timer creates it once they are gone
+    if job is None and jobset is None and not lingering:  # else the status timer creates it once they are gone
         try:
             blocked = ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
         except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
             reject(body, memo, status, [Problem("spec", str(exc))], patch, reason=CHILD_REJECTED)
     else:
-        sync_suspend(memo.kube, body, parsed, job)
+        sync_suspend(memo.kube, body, parsed, jobset or job)
         ignored = unapplied_changes(old or {}, new or {}) if reason == "update" else []
         if ignored:
             kopf.event(body, type="Warning", reason="SpecChangeNotApplied",
@@ -233,7 +287,7 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
     if not current.get("phase") or current.get("reason") in RECOVERABLE or blocked is not None:
         # The first status (or the first after a fixed spec); the `status` timer takes it from here.
         new = derive_status(job, lingering, spec=parsed, generation=body.metadata.get("generation", 1), previous=current,
-                            now=now(), blocked=blocked)
+                            now=now(), blocked=blocked, jobset=jobset)
         new["jobName"] = job_name(name)
         write_status(body, memo, current, new, patch)
 
@@ -263,18 +317,25 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
         return  # the watch event that stops this timer is on its way; never re-create while deleting
     config: OperatorConfig = memo.config
     parsed, problems = parse_cached(memo, body, spec)
-    job = owned_job(trainer_jobs, namespace, name, uid)
+    if uses_jobset(parsed):
+        job, jobset = await asyncio.to_thread(current_job, memo.kube, trainer_jobs, namespace, name, uid, parsed)
+    else:
+        job, jobset = owned_job(trainer_jobs, namespace, name, uid), None
 
     pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
     restarted = blocked = None
     if parsed is not None and not problems:
-        if job is None and not pods:
+        if job is not None and jobset is None and parsed.resources.nodes > 1 and memo.service_job.get(uid) != job["metadata"]["uid"]:
+            # Level-based: a Service patch lost to an error or an operator restart is made here.
+            if await asyncio.to_thread(point_service_at_job, memo.kube, namespace, name, job):
+                memo.service_job[uid] = job["metadata"]["uid"]
+        if job is None and jobset is None and not pods:
             # Deleted behind our back, or by a group restart: (re)create it; the trainer
             # resumes from the newest checkpoint.
             blocked = await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
         elif job is None:
             pass  # the previous Job's pods still run: never two generations at once
-        elif restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now()):
+        elif jobset is None and (restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now())):
             meta = job["metadata"]
             deleted = await asyncio.to_thread(memo.kube.delete_job, namespace, meta["name"], uid=meta["uid"], foreground=True)
             # Counted once per Job: until the watch shows it deleting, a later pass deletes it again.
@@ -282,11 +343,18 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
                 memo.restarted[uid] = meta["uid"]
                 restarted = restart
                 kopf.event(body, type="Warning", reason="GroupRestart", message=restart.message)
-        elif suspend_out_of_sync(parsed, job):  # pure check first: no thread hop per pass
-            await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, job)
+        elif suspend_out_of_sync(parsed, jobset or job):  # pure check first: no thread hop per pass
+            await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, jobset or job)
 
+    failed_create = None
+    if awaits_first_pods(job, pods):
+        # Pods the API server refused exist only as the Job controller's Events on the Job.
+        assert job is not None
+        events = await asyncio.to_thread(memo.kube.failed_create_events, namespace, job["metadata"]["uid"])
+        failed_create = events[-1].get("message") if events else None
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
-                        previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked)
+                        previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked,
+                        failed_create=failed_create, jobset=jobset)
     if restarted is not None and restarted.counted:
         new["attempts"] = int(current.get("attempts") or 1) + 1
     if new.get("phase") == SUCCEEDED and parsed is not None:
@@ -315,17 +383,21 @@ async def expire_finished_job(body: kopf.Body, spec: kopf.Spec, status: kopf.Sta
     await stopped.wait(max(0.0, (expires - now()).total_seconds()))
     if stopped:
         return
-    job = owned_job(trainer_jobs, namespace, name, uid)
+    if uses_jobset(parsed):  # the JobSet goes, and its Jobs and pods with it
+        _child, job = await asyncio.to_thread(current_job, memo.kube, trainer_jobs, namespace, name, uid, parsed)
+    else:
+        job = owned_job(trainer_jobs, namespace, name, uid)
     if job is not None:
         await asyncio.to_thread(delete_finished_job, memo.kube, body, job, parsed)
 
 
 def delete_finished_job(kube: Kube, body: kopf.Body, job: Mapping[str, Any], spec: FineTuneJobSpec) -> None:
     """TTL done by us, after the final status is written: the FineTuneJob and its status stay."""
-    meta = job["metadata"]
-    if kube.delete_job(meta["namespace"], meta["name"]):
+    meta, kind = job["metadata"], job.get("kind") or "Job"
+    deleted = kube.delete(kind, meta["namespace"], meta["name"]) if kind == "JobSet" else kube.delete_job(meta["namespace"], meta["name"])
+    if deleted:
         kopf.event(body, type="Normal", reason="JobDeleted",
-                   message=f"removed Job {meta['name']} and its pods after "
+                   message=f"removed {kind} {meta['name']} and its pods after "
                            f"ttlSecondsAfterFinished={spec.run_policy.ttl_seconds_after_finished}; the status stays")
 
 
@@ -335,9 +407,13 @@ def _is_running(status: Mapping[str, Any], **_: Any) -> bool:
 
 @kopf.timer(*FTJ, id="progress", interval=INTERVALS.scrape_interval, when=_is_running)
 @metrics.instrumented(KIND, "progress")
-async def scrape_progress(body: kopf.Body, status: kopf.Status, name: str, namespace: str, uid: str, patch: kopf.Patch,
+async def scrape_progress(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str, patch: kopf.Patch,
                           memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, logger: Any, **_: Any) -> None:
-    job = owned_job(trainer_jobs, namespace, name, uid)
+    parsed, _problems = parse_cached(memo, body, spec)
+    if uses_jobset(parsed):
+        job, _jobset = await asyncio.to_thread(current_job, memo.kube, trainer_jobs, namespace, name, uid, parsed)
+    else:
+        job = owned_job(trainer_jobs, namespace, name, uid)
     url = metrics_url(owned_pods(trainer_pods, namespace, name, job))
     if url is None:
         return
@@ -359,6 +435,7 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.written.pop(body.metadata.uid, None)
     memo.parsed.pop(body.metadata.uid, None)
     getattr(memo, "restarted", {}).pop(body.metadata.uid, None)
+    getattr(memo, "service_job", {}).pop(body.metadata.uid, None)
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
 
 

@@ -28,9 +28,10 @@ RETRY_DELAY = 10
 # Kind -> (API prefix, plural) of the children we create.
 PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs"),
          "FineTuneJob": ("/apis/tuneloop.dev/v1alpha1", "finetunejobs"),
-         "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads")}
+         "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads"), "Event": ("/api/v1", "events"),
+         "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets")}
 # The kinds a caller may pass to the generic methods (create, read, patch, delete): our children.
-CHILD_KINDS = ("ConfigMap", "Service", "Job", "FineTuneJob")
+CHILD_KINDS = ("ConfigMap", "Service", "Job", "FineTuneJob", "JobSet")
 # Methods that reach objects of any kind, the MaintenancePolicy's promotion targets: what they
 # may touch is granted by the chart's `promotionTargetRules` value, never by the base RBAC
 # (tests/helm/test_rbac_matches_code.py reads every other method's access from its paths).
@@ -148,6 +149,15 @@ class Kube:
                           query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
         return bool(items)
 
+    def failed_create_events(self, namespace: str, job_uid: str) -> list[dict[str, Any]]:
+        """The Job controller's `FailedCreate` Events for the Job with this uid, oldest first:
+        the pods the API server refused (a missing ServiceAccount or PriorityClass, quota, Pod
+        Security). They are in no pod, since no pod was made (issue 9)."""
+        _, data = self._call(f"list Events of Job {job_uid} in {namespace}", "GET", resource_path("Event", namespace),
+                             query={"fieldSelector": f"involvedObject.uid={job_uid},reason=FailedCreate"})
+        items = json.loads(data or b"{}").get("items") or []
+        return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch Job {namespace}/{name}", "PATCH", resource_path("Job", namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
@@ -180,6 +190,11 @@ class Kube:
             create = {"apiVersion": prefix.removeprefix("/api/").removeprefix("/apis/"), "kind": kind,
                       "metadata": {"name": name, "namespace": namespace}, **patch}
             self._request(what, "POST", resource_path(kind, namespace), create, query={"fieldManager": FIELD_MANAGER})
+
+    def jobset_served(self) -> bool:
+        """Whether the cluster serves JobSets (jobset.x-k8s.io/v1alpha2): API discovery."""
+        prefix, _ = PATHS["JobSet"]
+        return self.read_target(prefix) is not None
 
     # --- promotion targets of any kind (TARGET_METHODS): access granted by a chart value --------
 

@@ -66,6 +66,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.written = {}  # uid -> the status we wrote last (watch events may lag behind)
     memo.parsed = {}  # uid -> (generation, parsed spec and problems)
     memo.restarted = {}  # FineTuneJob uid -> uid of the Job last deleted for a group restart (counted once)
+    memo.service_job = {}  # FineTuneJob uid -> uid of the Job its headless Service selects
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
 

@@ -240,11 +240,31 @@ def _failed_verdict(job: Mapping[str, Any], cond: Mapping[str, Any], spec: FineT
     return Verdict(FAILED, reason, message, stalled=True)
 
 
+def _jobset_verdict(jobset: Mapping[str, Any], job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
+                    spec: FineTuneJobSpec | None, now: datetime) -> Verdict | None:
+    """With `runPolicy.groupRestart: JobSet`, what only the JobSet knows: that it failed for good,
+    or that it is restarting the group; None: read its current child Job as in Operator mode."""
+    if cond := _condition(jobset, "Failed"):
+        # The child Job's own failure says why (exit 2/3, or retries used up: ReachedMaxRestarts).
+        return _failed_verdict(job or {}, _condition(job, "Failed") or cond, spec, pods, now)
+    if job is None or _condition(job, "Failed") or _condition(job, "FailureTarget") or _dig(job, "metadata", "deletionTimestamp"):
+        restarts = int(_dig(jobset, "status", "restarts", default=0) or 0)
+        if job is None and restarts == 0:
+            return Verdict(PENDING, "CreatingJob", "the JobSet is creating the training Job", reconciling=True)
+        nodes = spec.resources.nodes if spec else 1
+        return Verdict(PENDING, "Restarting", f"the JobSet is restarting all {nodes} nodes from the newest checkpoint "
+                       f"(restart {restarts})", reconciling=True)
+    return None
+
+
 def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec | None,
              problems: Sequence[Problem], previous: Mapping[str, Any], now: datetime, unschedulable_after: float,
-             invalid_reason: str = INVALID_SPEC, blocked: Blocked | None = None) -> Verdict | None:
+             invalid_reason: str = INVALID_SPEC, blocked: Blocked | None = None,
+             failed_create: str | None = None, jobset: Mapping[str, Any] | None = None) -> Verdict | None:
     if problems:
         return Verdict(FAILED, invalid_reason, "; ".join(str(p) for p in problems), stalled=True)
+    if jobset is not None and (verdict := _jobset_verdict(jobset, job, pods, spec, now)) is not None:
+        return verdict
     if job is None:
         if previous.get("phase") in TERMINAL and previous.get("reason") not in RECOVERABLE:
             return None  # finished and cleaned up (TTL): the status stays as it was
@@ -303,6 +323,12 @@ def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], s
             return Verdict(RUNNING, "Training", f"training on {nodes} node(s){retry_note}", ready=True, reconciling=True)
         return Verdict(RUNNING, "WaitingForNodes", f"{len(running)} of {nodes} training pods running{retry_note}", reconciling=True)
     if not active_pods and not _dig(job, "status", "active"):
+        if failed_create:
+            # The API server refused the Job's pods; the Job controller says so only in an
+            # Event on the Job (issue 9). Not final: the Job retries once the cause is fixed.
+            return Verdict(PENDING, "FailedCreate", f"the Job cannot create its pods: {failed_create} (check "
+                           "spec.storage.serviceAccountName, spec.resources.priorityClassName, and the namespace's "
+                           "ResourceQuota and Pod Security level)", reconciling=True, stalled=True)
         since = parse_time(_dig(job, "status", "startTime") or _dig(job, "metadata", "creationTimestamp")) or now
         if (now - since).total_seconds() >= unschedulable_after:
             # FailedCreate: admission refused the pods (a missing ServiceAccount or
@@ -311,6 +337,13 @@ def _verdict(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], s
                            f"see `kubectl describe job {_dig(job, 'metadata', 'name')}` (FailedCreate)",
                            reconciling=True, stalled=True)
     return Verdict(PENDING, "Starting", f"waiting for the training pods to start{retry_note}", reconciling=True)
+
+
+def awaits_first_pods(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> bool:
+    """A running, unsuspended Job with no pod at all: where FailedCreate Events are worth reading."""
+    if job is None or pods or _dig(job, "status", "active") or _dig(job, "spec", "suspend", default=False):
+        return False
+    return not any(_condition(job, t) for t in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"))
 
 
 def build_conditions(verdict: Verdict, previous: Iterable[Mapping[str, Any]], generation: int, now: datetime) -> list[dict[str, Any]]:
@@ -352,15 +385,19 @@ def derive_status(
     unschedulable_after: float = UNSCHEDULABLE_AFTER_SECONDS,
     invalid_reason: str = INVALID_SPEC,
     blocked: Blocked | None = None,
+    failed_create: str | None = None,
+    jobset: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The operator-owned status fields (see OWNED) for this Job and these pods.
 
     `problems` make it Failed and Stalled with `invalid_reason` (InvalidSpec, or ChildRejected
     when the API server refused a child built from the spec); `blocked`: no Job yet because a
-    child's name is taken (WaitingForOldChildren, NameConflict).
+    child's name is taken (WaitingForOldChildren, NameConflict); `failed_create`: the newest
+    `FailedCreate` Event's message on the Job (its pods refused by the API server); `jobset`:
+    the JobSet of `runPolicy.groupRestart: JobSet`, whose current child Job `job` is.
     """
     previous = dict(previous or {})
-    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason, blocked)
+    verdict = _verdict(job, pods, spec, problems, previous, now, unschedulable_after, invalid_reason, blocked, failed_create, jobset)
     if verdict is None:
         kept = {k: previous[k] for k in OWNED if k in previous}
         return {**kept, "observedGeneration": generation}
@@ -384,6 +421,8 @@ def derive_status(
         # The first start counts: a Job's startTime resets on every resume from suspend.
         if started and not status.get("startTime"):
             status["startTime"] = started
+    if jobset is not None:  # JobSet counts the restarts (disruptions not towards maxRestarts)
+        status["attempts"] = max(status["attempts"], int(_dig(jobset, "status", "restartsCountTowardsMax", default=0) or 0) + 1)
     if verdict.phase in TERMINAL and not status.get("completionTime"):
         done = _dig(job, "status", "completionTime") if verdict.phase == SUCCEEDED else None
         failed = _condition(job, "Failed") if job else None
@@ -418,7 +457,7 @@ def transition_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
             events.append(("Normal", "Resumed", "resuming from the latest checkpoint"))
     if after not in TERMINAL and int(new.get("attempts") or 0) > max(int(old.get("attempts") or 0), 1):
         events.append(("Warning", "Retrying", f"attempt {new['attempts']}: {message}"))
-    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "NameConflict", "Forbidden",
+    if new.get("reason") != old.get("reason") and new.get("reason") in ("ImagePullBackOff", "Unschedulable", "NoPods", "FailedCreate", "NameConflict", "Forbidden",
                                                                         *START_FAILURE_REASONS):
         events.append(("Warning", new["reason"], message))
     return events
