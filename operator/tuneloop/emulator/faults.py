@@ -117,7 +117,7 @@ class FaultList:
 
     def select(self, request: kmock.Request) -> Fault | None:
         """The fault that hits this request (its counters advanced), or None."""
-        method, path = request.method or "", request.url.path_qs
+        method, path = str(getattr(request.method, "value", request.method) or ""), request.url.path_qs
         agent = request.headers.get("User-Agent", "")
         with self._lock:
             for fault in self._rules:
