@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from e2e.harness import Cluster, OperatorProcess, resource_path, wait_for
+from e2e.harness import Cluster, OperatorProcess, resource_path
 from tuneloop.emulator import Fault
 
 FAULT_SEEDS = int(os.environ.get("TUNELOOP_FAULT_SEEDS", "2"))

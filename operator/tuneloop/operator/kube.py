@@ -67,9 +67,9 @@ class Forbidden(kopf.TemporaryError):
     """403: retried, and shown in status by callers that can (only an administrator can fix it)."""
 
 
-def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
+def resource_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     prefix, plural = PATHS[kind]
-    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
 
 
 class Kube:
@@ -150,6 +150,14 @@ class Kube:
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch {kind} {namespace}/{name}", "PATCH", resource_path(kind, namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
+
+    def patch_finetunejob_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge patch of the status subresource, for the timers: an API error here is our
+        TemporaryError and the timer retries, where a failed patch of kopf's own ends a timer
+        for good (kopf/_core/engines/daemons.py `_runner`: forever_stopped; issue 13)."""
+        self._request(f"patch FineTuneJob {namespace}/{name} status", "PATCH", resource_path("FineTuneJob", namespace, name, "status"),
+                      {"status": dict(status)}, query={"fieldManager": FIELD_MANAGER},
+                      content_type="application/merge-patch+json")
 
     def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
         """Set `spec.active` of the Kueue Workload of the Job with this uid; False when Kueue
