@@ -108,11 +108,13 @@ def test_429_retry_after_is_honoured_by_our_calls_and_kopfs(cluster: Cluster, fa
     assert_one_job_and_pending(cluster, "slow")
     throttled = {h.method: h.at for h in hits(faults, "status 429")}
     assert set(throttled) == {"POST", "PATCH"}
-    # The next attempt of each came no sooner than the server asked (our default is 10 s, kopf's 1 s).
+    # The next attempt of each came no sooner than the server asked. (That ours is exactly the
+    # Retry-After, not our 10 s default, is tests/operator/test_kube_faults.py's.)
     post_wait = min(t for t in seen["POST"] if t > throttled["POST"]) - throttled["POST"]
     patch_wait = min(t for t in seen["PATCH"] if t > throttled["PATCH"]) - throttled["PATCH"]
-    assert 3.0 <= post_wait < 9.0, post_wait
-    assert 2.0 <= patch_wait < 9.0, patch_wait
+    assert post_wait >= 3.0, post_wait
+    assert patch_wait >= 2.0, patch_wait
+    print(f"429 waits: ours {post_wait:.2f} s (Retry-After 3), kopf's {patch_wait:.2f} s (Retry-After 2)")
 
 
 def test_dropped_connections_are_retried(cluster: Cluster, faults: Any, start_operator) -> None:
