@@ -5,7 +5,8 @@ and make API calls only through `kube.Kube`.
   bring the Job's `suspend` in line. An invalid spec fails once, permanently, into status.
 - `refresh_status` (timer, while not finished): status from the in-memory indexes of Jobs
   and pods (no API polling), Events on transitions, and the level-based fixes: a missing Job
-  is recreated, `suspend` re-synced.
+  is recreated, `suspend` re-synced. It writes status itself (`kube.patch_finetunejob_status`),
+  so an API error is retried rather than ending the timer (issue 13).
 - `expire_finished_job` (daemon, finished with a TTL): deletes the Job after
   `ttlSecondsAfterFinished`; the FineTuneJob and its status stay.
 - `scrape_progress` (timer, Running only): progress, metrics and checkpoints from rank 0; on
