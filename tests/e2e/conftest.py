@@ -62,6 +62,19 @@ def namespace(api: Api) -> Iterator[str]:
 
 
 @pytest.fixture
+def faults(request: pytest.FixtureRequest, kubeconfig: str) -> Iterator[Any]:
+    """The emulator's fault rules (tuneloop.emulator.faults), empty before and after the test;
+    skipped on a real cluster, whose API server cannot be told to fail."""
+    kube = request.getfixturevalue("kube")
+    if getattr(kube, "emulator", None) is None:
+        pytest.skip("injects API faults: needs the emulator")
+    faults = kube.emulator.emulator.faults
+    faults.clear()
+    yield faults
+    faults.clear()
+
+
+@pytest.fixture
 def operator(kubeconfig: str, namespace: str, tmp_path: Path, api: Api) -> Iterator[OperatorProcess]:
     process = OperatorProcess(kubeconfig, namespace, tmp_path)
     process.start()

@@ -80,10 +80,11 @@ def kube_call_rules() -> set[Rule]:
             kinds = [kind.value] if isinstance(kind, ast.Constant) else list(kube.CHILD_KINDS)
             # GET of a collection (resource_path without a name) is the `list` verb.
             verb = "list" if method.value == "GET" and len(path.args) < 3 else HTTP_VERBS[method.value]
+            subresource = path.args[3].value if len(path.args) > 3 else None  # e.g. "status"
             for k in kinds:
                 prefix, plural = kube.PATHS[k]
                 group = "" if prefix == "/api/v1" else prefix.split("/")[2]
-                rules.add((group, plural, verb))
+                rules.add((group, f"{plural}/{subresource}" if subresource else plural, verb))
     return rules
 
 

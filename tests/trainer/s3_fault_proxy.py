@@ -45,6 +45,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.injected: list[tuple[str, str, str]] = []  # (fault, method, path) of every fault applied
         self.requests = 0
+        self.in_flight = 0  # requests being handled (a slowed upload outlives a killed client)
         self._lock = threading.Lock()
         proxy = self
 
@@ -69,7 +70,20 @@ class FaultProxy:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
             def _handle(self) -> None:
+                with proxy._lock:
+                    proxy.in_flight += 1
+                try:
+                    self._proxy()
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
+
+            def _proxy(self) -> None:
                 body = self._body()
+                if len(body) < int(self.headers.get("Content-Length") or 0):
+                    # The client died mid-body: S3 refuses an upload shorter than announced.
+                    self.close_connection = True
+                    return
                 rule = proxy._take(self.command, self.path)
                 if rule is not None:
                     proxy.injected.append((rule.fault, self.command, self.path))
@@ -141,6 +155,14 @@ class FaultProxy:
     def clear(self) -> None:
         with self._lock:
             self.rules.clear()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until no request is being handled: an upload the proxy holds (slowed) when its
+        client is killed still reaches S3 afterwards, as a fully sent request would."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self.in_flight, f"{self.in_flight} requests still in flight after {timeout}s"
 
     def __enter__(self) -> "FaultProxy":
         self._thread.start()

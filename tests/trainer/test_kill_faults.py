@@ -124,6 +124,7 @@ def test_sigkill_at_random_points_resumes_from_the_newest_complete_checkpoint(
         if proc.returncode == 0:
             break  # it finished before the kill landed
         assert not last, stderr[-2000:]
+        proxy.wait_idle()  # an upload the proxy was slowing at the kill still lands (found at 20 seeds, seed 12)
         expected = complete_steps(s3, f"{out}/checkpoints/")
     results = read_json(s3, f"{out}/results.json")
     ref = reference["results"]

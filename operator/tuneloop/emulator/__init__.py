@@ -8,6 +8,8 @@ selectors, patches, CRD schemas), indexed to stay fast with thousands of objects
 - `BackgroundEmulator`: both in a background thread, with a kubeconfig written for clients.
 - `load_crds`, `write_kubeconfig`: helpers; `python -m tuneloop.emulator --help` runs it.
 - `kubelet.Kubelet` (with `jobcontroller.py`): the Job controller and kubelet of one node.
+- `Fault`, `emulator.faults` (faults.py): injected API errors for reliability tests (409, 429
+  with Retry-After, 500, dropped connections, watch streams that end or go silent).
 
 What it refuses and does as a real cluster would (issue 9): built-in objects against the
 official OpenAPI schemas and the Job rules in builtins.py, DNS-1035 Service names, no PUT
@@ -38,8 +40,9 @@ Remaining differences from a real cluster (each a way a test can pass here and f
 
 from tuneloop.emulator.crds import load_crds
 from tuneloop.emulator.emulator import Emulator
+from tuneloop.emulator.faults import Fault, FaultList
 from tuneloop.emulator.kubeconfig import write_kubeconfig
 from tuneloop.emulator.running import BackgroundEmulator
 from tuneloop.emulator.server import EmulatorServer
 
-__all__ = ["BackgroundEmulator", "Emulator", "EmulatorServer", "load_crds", "write_kubeconfig"]
+__all__ = ["BackgroundEmulator", "Emulator", "EmulatorServer", "Fault", "FaultList", "load_crds", "write_kubeconfig"]

@@ -5,18 +5,20 @@ What is kmock's and what is ours:
 - kmock's: the request model (`kmock.Request`), the DSL for test-defined reactions
   (`emulator['patch', kmock.resource('v1', 'pods')] << 500` injects a fault), the
   `objects` and `resources` arrays, discovery documents, `Status` error rendering.
-- ours: request parsing (kmock's fails on some core paths, see paths.py), routing, and the
-  whole stateful API in api.py. kmock's own stateful fallbacks are not registered: its
+- ours: request parsing (kmock's fails on some core paths, see paths.py), routing, the
+  whole stateful API in api.py, and `faults` (faults.py): rules that answer chosen requests
+  with 409/429/500, drop them, or end or starve watch streams, for reliability tests. kmock's own stateful fallbacks are not registered: its
   DSL matching replays the whole request log for every reaction on every request, and its
   object lookups scan every stored object, which made it crawl past a few hundred objects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -25,6 +27,7 @@ import kmock
 import yaml
 
 from tuneloop.emulator import errors, objects, patches, tables
+from tuneloop.emulator.faults import Fault, FaultList, status_body
 from tuneloop.emulator.api import ApiServer
 from tuneloop.emulator.crds import CrdSource, load_crds
 from tuneloop.emulator.paths import parse_api_path
@@ -49,6 +52,7 @@ class Emulator(kmock.KubernetesEmulator):
     request_log_limit: int | None = 10_000  # requests kept for kmock's assertions
     bookmark_interval: float = 30.0  # seconds of silence before a watch gets a BOOKMARK
     gc_delay: float = 0.1  # seconds from a DELETE to the garbage collector's cascade
+    faults: FaultList = attrs.field(factory=FaultList)  # injected errors (faults.py); none by default
 
     _api: ApiServer = attrs.field(init=False)
     _request_count: int = attrs.field(init=False, default=0)  # the log is trimmed; ids keep growing
@@ -76,7 +80,18 @@ class Emulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
             request = await self._parse(raw_request)
-            return await self._handle(request)
+            fault = self.faults.select(request) if self.faults else None
+            if fault is not None:
+                if fault.callback is not None:
+                    fault.callback(request)
+                if fault.drop:
+                    # No answer at all, as when a load balancer or the server dies mid-request.
+                    if raw_request.transport is not None:
+                        raw_request.transport.abort()
+                    return aiohttp.web.Response(status=500)
+                if fault.status is not None:
+                    return _json_response(status_body(fault), fault.status, fault.headers)
+            return await self._handle(request, fault if fault is not None and fault.watch else None)
         except kmock.KubernetesError as e:
             return await self._render_error(e)
         except Exception as e:
@@ -86,7 +101,7 @@ class Emulator(kmock.KubernetesEmulator):
                 self._errors[-1].append(e)
             return await self._render_error(e)
 
-    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+    async def _handle(self, request: kmock.Request, watch_fault: Fault | None = None) -> aiohttp.web.StreamResponse:
         if self._payloads:  # a test's own reactions come first, as in kmock
             try:
                 return await kmock.RawHandler._handle(self, request)
@@ -94,7 +109,7 @@ class Emulator(kmock.KubernetesEmulator):
                 pass  # no reaction matched: serve it as the API server would
         if request.resource is None or request.resource.plural is None:
             return await self._serve_discovery(request)
-        return await self._serve_resource(request)
+        return await self._serve_resource(request, watch_fault)
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if not isinstance(exc, kmock.KubernetesError):
@@ -155,14 +170,14 @@ class Emulator(kmock.KubernetesEmulator):
             return _json_response(await self._serve_version(request))
         raise errors.resource_not_found()
 
-    async def _serve_resource(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+    async def _serve_resource(self, request: kmock.Request, watch_fault: Fault | None = None) -> aiohttp.web.StreamResponse:
         api, query = self._api, request.params
         resource, namespace, name, subresource = request.resource, request.namespace, request.name, request.subresource
         assert resource is not None  # routed here only with a resource
         columns = self._table_columns(request)
         match request.method:
             case "GET" if query.get("watch") in _TRUE:
-                return await self._serve_watch(request, columns)
+                return await self._serve_watch(request, columns, watch_fault)
             case "GET" if name:
                 found = api.get(resource, namespace, name, subresource)
                 if columns is not None and not subresource:
@@ -200,7 +215,8 @@ class Emulator(kmock.KubernetesEmulator):
         assert request.resource is not None
         return self._api.registry.columns(request.resource)
 
-    async def _serve_watch(self, request: kmock.Request, columns: list[dict[str, Any]] | None = None) -> aiohttp.web.StreamResponse:
+    async def _serve_watch(self, request: kmock.Request, columns: list[dict[str, Any]] | None = None,
+                           fault: Fault | None = None) -> aiohttp.web.StreamResponse:
         query = request.params
         assert request.resource is not None
         events = self._api.watch(
@@ -217,7 +233,12 @@ class Emulator(kmock.KubernetesEmulator):
         await response.prepare(request._raw_request)
         try:
             headers = True
-            async for event in events:
+            sent = 0
+            limit = fault.after_events if fault is not None else None
+            while limit is None or sent < limit:
+                event = await anext(events, None)
+                if event is None:
+                    break
                 if columns is not None and event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                     # As kube-apiserver: each object as a one-row Table, column definitions in the first.
                     obj = event["object"]
@@ -225,6 +246,10 @@ class Emulator(kmock.KubernetesEmulator):
                                                              objects.metadata(obj).get("resourceVersion"), headers)}
                     headers = False
                 await response.write(_dumps(event) + b"\n")
+                sent += 1
+            if fault is not None and fault.watch == "silence" and sent == limit:
+                await self._hold_silently()
+            # Else the end of the stream: its timeout, or a fault's "end", as a clean EOF.
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away
@@ -239,6 +264,12 @@ class Emulator(kmock.KubernetesEmulator):
             await events.aclose()  # type: ignore[attr-defined]
         return response
 
+    async def _hold_silently(self) -> None:
+        """A stream that says nothing and never ends: until the client leaves (the handler is
+        cancelled) or the emulator stops."""
+        while not self._api.hub.closed:
+            await asyncio.sleep(0.1)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -248,8 +279,8 @@ def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
-def _json_response(payload: Any, status: int = 200) -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=_dumps(payload), status=status, content_type="application/json")
+def _json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=_dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
 def _decode_body(body: bytes, content_type: str) -> Any:

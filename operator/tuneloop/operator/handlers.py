@@ -5,7 +5,8 @@ and make API calls only through `kube.Kube`.
   bring the Job's `suspend` in line. An invalid spec fails once, permanently, into status.
 - `refresh_status` (timer, while not finished): status from the in-memory indexes of Jobs
   and pods (no API polling), Events on transitions, and the level-based fixes: a missing Job
-  is recreated, `suspend` re-synced.
+  is recreated, `suspend` re-synced. It writes status itself (`kube.patch_finetunejob_status`),
+  so an API error is retried rather than ending the timer (issue 13).
 - `expire_finished_job` (daemon, finished with a TTL): deletes the Job after
   `ttlSecondsAfterFinished`; the FineTuneJob and its status stay.
 - `scrape_progress` (timer, Running only): progress, metrics and checkpoints from rank 0; on
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import kopf
 
@@ -45,6 +46,11 @@ from tuneloop.operator.status import (
 FTJ = (GROUP, VERSION, PLURAL)
 # Timer intervals are decorator arguments, so they are read once, at import.
 INTERVALS = OperatorConfig.from_env()
+# How long what we wrote last outranks the status the watch shows (a watch event lags by
+# milliseconds). Past this, a status the object still lacks was never applied: kopf drops a
+# patch it does not retry (a 409) and waits for the next event, so believing our memory for
+# ever would lose the status until a restart (issue 13, tests/e2e/test_api_faults.py).
+WRITTEN_TRUSTED_FOR = 10.0
 
 
 # --- indexes: Jobs and pods by the FineTuneJob they belong to (kopf keeps them current) ---
@@ -152,22 +158,35 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], new: Mapping[str, Any], patch: kopf.Patch) -> None:
-    """Patch what changed (nothing: no API call), with an Event per transition."""
+def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], new: Mapping[str, Any],
+                 send: Callable[[dict[str, Any]], None]) -> None:
+    """Send what changed (nothing: no API call), then an Event per transition. `send` is
+    kopf's `patch.status.update` in change handlers; timers send through `kube.patch_finetunejob_status`
+    (see `status_sender`)."""
     changes = status_patch(current, new)
     if not changes:
         return
-    patch.status.update(changes)
-    memo.written[body.metadata.uid] = {**current, **changes}
+    send(changes)
+    memo.written[body.metadata.uid] = (time.monotonic(), {**current, **changes})
     for type_, reason, message in transition_events(current, {**current, **changes}):
         kopf.event(body, type=type_, reason=reason, message=message)
     metrics.record_transition(current, {**current, **changes}, body.metadata.get("creationTimestamp"), time.time())
 
 
+def status_sender(memo: kopf.Memo, namespace: str, name: str) -> Callable[[dict[str, Any]], None]:
+    """Status writes of a timer, straight to the API: kopf applies a timer's `patch` after the
+    handler, and an API error there ends the timer for that object until a restart (a 409,
+    or a 5xx past kopf's retries), so the status would freeze (issue 13)."""
+    return lambda changes: memo.kube.patch_finetunejob_status(namespace, name, changes)
+
+
 def last_status(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any]) -> dict:
     # What we wrote last wins over a watch event that has not caught up yet, so a
-    # transition is never announced twice.
-    return {**dict(status), **memo.written.get(body.metadata.uid, {})}
+    # transition is never announced twice; but not for longer than WRITTEN_TRUSTED_FOR.
+    written_at, written = memo.written.get(body.metadata.uid, (0.0, {}))
+    if time.monotonic() - written_at > WRITTEN_TRUSTED_FOR:
+        return dict(status)
+    return {**dict(status), **written}
 
 
 def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems: list[Problem], patch: kopf.Patch,
@@ -176,7 +195,7 @@ def reject(body: kopf.Body, memo: kopf.Memo, status: Mapping[str, Any], problems
     current = last_status(body, memo, status)
     new = derive_status(None, [], spec=None, problems=problems, generation=body.metadata.get("generation", 1),
                         previous=current, now=now(), invalid_reason=reason)
-    write_status(body, memo, current, new, patch)
+    write_status(body, memo, current, new, patch.status.update)
     error = kopf.PermanentError(f"{reason}: {new['message']}")
     error.invalid_spec = True  # type: ignore[attr-defined]  # counted as `invalid` in metrics
     raise error
@@ -289,7 +308,12 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
         new = derive_status(job, lingering, spec=parsed, generation=body.metadata.get("generation", 1), previous=current,
                             now=now(), blocked=blocked, jobset=jobset)
         new["jobName"] = job_name(name)
-        write_status(body, memo, current, new, patch)
+        write_status(body, memo, current, new, patch.status.update)
+
+
+def _age(body: kopf.Body) -> float:
+    created = parse_time(body.metadata.get("creationTimestamp"))
+    return (now() - created).total_seconds() if created is not None else float("inf")
 
 
 def is_finished(status: Mapping[str, Any]) -> bool:
@@ -298,9 +322,10 @@ def is_finished(status: Mapping[str, Any]) -> bool:
 
 
 def _is_active(status: Mapping[str, Any], **_: Any) -> bool:
-    # Started by `reconcile`'s first status, stopped once finished: finished jobs, which
-    # pile up, cost nothing.
-    return bool((status or {}).get("phase")) and not (status or {}).get("phase") in TERMINAL
+    # Until finished: finished jobs, which pile up, cost nothing. A job without a phase yet
+    # counts too: `reconcile` writes its first status, and when kopf could not apply that
+    # patch (it drops a 409 until the object's next event) this timer makes up for it.
+    return (status or {}).get("phase") not in TERMINAL
 
 
 def _awaits_ttl(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
@@ -310,11 +335,13 @@ def _awaits_ttl(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) ->
 @kopf.timer(*FTJ, id="status", interval=INTERVALS.status_interval, when=_is_active)
 @metrics.instrumented(KIND, "status")
 async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
-                         patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
+                         memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
                          **_: Any) -> None:
     current = last_status(body, memo, status)
     if is_finished(current) or body.metadata.get("deletionTimestamp"):
         return  # the watch event that stops this timer is on its way; never re-create while deleting
+    if not current.get("phase") and _age(body) < WRITTEN_TRUSTED_FOR:
+        return  # `reconcile` is writing the first status; this timer takes over if it was lost
     config: OperatorConfig = memo.config
     parsed, problems = parse_cached(memo, body, spec)
     if uses_jobset(parsed):
@@ -362,7 +389,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
             return  # the pod's final state is a watch event behind the Job's: its report comes next pass
         # Succeeded is written once (this timer then stops), with the trainer's final report.
         new.update(final_status(current, pods, parsed.output.uri))
-    write_status(body, memo, current, new, patch)
+    await asyncio.to_thread(write_status, body, memo, current, new, status_sender(memo, namespace, name))
     metrics.record_phase(namespace, name, new.get("phase"), attempts=new.get("attempts"))
 
 
@@ -407,7 +434,7 @@ def _is_running(status: Mapping[str, Any], **_: Any) -> bool:
 
 @kopf.timer(*FTJ, id="progress", interval=INTERVALS.scrape_interval, when=_is_running)
 @metrics.instrumented(KIND, "progress")
-async def scrape_progress(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str, patch: kopf.Patch,
+async def scrape_progress(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
                           memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, logger: Any, **_: Any) -> None:
     parsed, _problems = parse_cached(memo, body, spec)
     if uses_jobset(parsed):
@@ -426,7 +453,7 @@ async def scrape_progress(body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
         return  # the final report is in status; a scrape from the last moments would undo it
     changes = merge_scrape(status, parse_trainer_metrics(text, job=name, namespace=namespace))
     if changes:
-        patch.status.update(changes)
+        await asyncio.to_thread(status_sender(memo, namespace, name), changes)
 
 
 @kopf.on.delete(*FTJ, id="forget", optional=True)

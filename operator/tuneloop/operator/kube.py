@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from importlib import metadata
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
@@ -21,7 +22,17 @@ import kopf
 import kubernetes
 import urllib3
 
+
+def _version() -> str:
+    try:
+        return metadata.version("tuneloop")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
 FIELD_MANAGER = "tuneloop-operator"
+# Who we are in the API server's audit log and APF (and to the emulator's fault rules).
+USER_AGENT = f"{FIELD_MANAGER}/{_version()}"
 # (connect, read) seconds: a hung API call must not hold a handler thread forever.
 REQUEST_TIMEOUT = (5, 30)
 RETRY_DELAY = 10
@@ -48,16 +59,18 @@ def _load_client() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         # Read $KUBECONFIG now: the client's default was fixed when it was imported.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=config)
-    return kubernetes.client.ApiClient(config)
+    client = kubernetes.client.ApiClient(config)
+    client.user_agent = USER_AGENT
+    return client
 
 
 class Forbidden(kopf.TemporaryError):
     """403: retried, and shown in status by callers that can (only an administrator can fix it)."""
 
 
-def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
+def resource_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     prefix, plural = PATHS[kind]
-    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
 
 
 class Kube:
@@ -95,6 +108,11 @@ class Kube:
             # but loudly, since only an administrator can fix it (issue 9).
             log.error("%s: forbidden (403): %s; check the operator's RBAC (helm/tuneloop templates)", what, detail)
             raise Forbidden(f"{what}: forbidden: {detail}", delay=RETRY_DELAY)
+        if status == 429:
+            # API Priority and Fairness says when to come back: never sooner (issue 13).
+            delay = _retry_after(response.getheader("Retry-After"))
+            log.warning("%s: throttled (429); retrying in %ss", what, delay)
+            raise kopf.TemporaryError(f"{what}: throttled (429): {detail}", delay=delay)
         raise kopf.TemporaryError(f"{what}: {status}: {detail}", delay=RETRY_DELAY)
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
@@ -133,6 +151,14 @@ class Kube:
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         self._request(f"patch {kind} {namespace}/{name}", "PATCH", resource_path(kind, namespace, name), dict(patch),
                       query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
+
+    def patch_finetunejob_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge patch of the status subresource, for the timers: an API error here is our
+        TemporaryError and the timer retries, where a failed patch of kopf's own ends a timer
+        for good (kopf/_core/engines/daemons.py `_runner`: forever_stopped; issue 13)."""
+        self._request(f"patch FineTuneJob {namespace}/{name} status", "PATCH", resource_path("FineTuneJob", namespace, name, "status"),
+                      {"status": dict(status)}, query={"fieldManager": FIELD_MANAGER},
+                      content_type="application/merge-patch+json")
 
     def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
         """Set `spec.active` of the Kueue Workload of the Job with this uid; False when Kueue
@@ -220,6 +246,15 @@ class Kube:
         """JSON merge patch of any object (custom kinds too), by its path from `object_path`."""
         self._request(what, "PATCH", path, dict(patch), query={"fieldManager": FIELD_MANAGER},
                       content_type="application/merge-patch+json")
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a 429's Retry-After (kube-apiserver sends whole seconds); RETRY_DELAY
+    without one. At least one second, so a `Retry-After: 0` cannot make a busy loop."""
+    try:
+        return max(1.0, float(value)) if value else RETRY_DELAY
+    except ValueError:
+        return RETRY_DELAY
 
 
 def _message(data: bytes | None) -> str:

@@ -4,7 +4,8 @@
     tuneloop-operator --namespace ml-team --standalone        # one replica, no peering
 
 Timer intervals come from the environment (TUNELOOP_STATUS_INTERVAL, TUNELOOP_SCRAPE_INTERVAL,
-TUNELOOP_SCRAPE_TIMEOUT, TUNELOOP_UNSCHEDULABLE_AFTER) because they are decorator arguments.
+TUNELOOP_SCRAPE_TIMEOUT, TUNELOOP_UNSCHEDULABLE_AFTER) because they are decorator arguments;
+TUNELOOP_WATCH_INACTIVITY_TIMEOUT (seconds, default 70) is for tests of silent watch streams.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import random
 import sys
 from typing import Any, Sequence
@@ -36,9 +38,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # A stream that stays open but sends nothing, not even the API server's bookmarks (about
+    # one a minute), is dead: reconnect (kopf's default, explicit; tests shorten it, issue 13).
+    settings.watching.inactivity_timeout = float(os.environ.get("TUNELOOP_WATCH_INACTIVITY_TIMEOUT", 70))
     # Any other API request kopf makes (patches, events, peering) must not hang either.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 30
+    # On 429 wait as long as the API server's Retry-After says, even when kopf's own backoff
+    # for that attempt is longer or shorter: APF knows its load (issue 13).
+    settings.networking.enforce_retry_after = True
     # Our own finalizer name, so `kubectl get -o yaml` says who blocks a deletion.
     settings.persistence.finalizer = FINALIZER
     # Handler progress and the last-handled spec live in our annotations, not in `status`,
