@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import re
 
+from tuneloop.api import crds
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import Problem, to_dict
+from tuneloop.api.schema import apply_defaults, check_cel, check_structure
+from tuneloop.api.tuning import apply_params, check_tuning, corner_params
+from tuneloop.api.typed import Problem, SpecError, to_dict
 
 # The bucket rules S3 enforces (3-63 chars, lowercase, digits, dots, hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -183,5 +186,36 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
             given = [x for x in (source.secret_key_ref, source.config_map_key_ref, source.field_ref, source.resource_field_ref) if x is not None]
             if len(given) != 1:
                 problems.append(Problem(f"{path}.valueFrom", "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef"))
+    problems += check_tuning(spec, spec.task, METRICS_BY_TASK)
+    if spec.tuning is not None and not problems:
+        problems += check_trial_specs(spec, namespace)
     return problems
 
+
+def check_trial_specs(spec: FineTuneJobSpec, namespace: str | None) -> list[Problem]:
+    """Problems a trial's spec would have, blamed on the searchSpace entry that causes them.
+
+    Each end of each range and each choice is tried on its own on top of the job's spec: the
+    cross-field rules (lora fields need method lora, packing needs causal-lm-sft) live in the
+    spec checks, and a search must not discover them one failed trial at a time.
+    """
+    assert spec.tuning is not None
+    base = to_dict(spec)
+    schema = crds.job_template_spec_schema()
+    problems: list[Problem] = []
+    blamed: set[str] = set()
+    for i, params in corner_params(type(spec), spec.tuning):
+        ((path, value),) = params.items()
+        at = f"spec.tuning.searchSpace[{i}]"
+        rendered = apply_params(base, params)
+        # The CRD's bounds (learningRate <= 1, lora.r <= 1024) as the API server would apply them.
+        found = check_structure(schema, apply_defaults(schema, rendered), "spec") + check_cel(schema, rendered, base="spec")
+        if not found:
+            try:
+                found = check_finetunejob(FineTuneJobSpec.from_dict(rendered), namespace)
+            except SpecError as err:
+                found = err.problems
+        if found and at not in blamed:  # one problem per entry: the fix is the same for its other values
+            blamed.add(at)
+            problems.append(Problem(at, f"a trial with {path}={value!r} would be refused: {found[0]}"))
+    return problems

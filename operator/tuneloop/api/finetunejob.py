@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tuneloop.api.tuning import TuningSpec
 from tuneloop.api.typed import from_dict, to_dict
 
 Task = Literal["causal-lm-sft", "sequence-classification", "regression"]
@@ -218,6 +219,7 @@ class FineTuneJobSpec:
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = opt(None, "Image pull policy.")
     image_pull_secrets: list[ImagePullSecret] = opt(list, "Secrets with registry credentials for a private trainer image.")
     env: list[EnvVar] = opt(list, "Extra environment variables for the trainer.")
+    tuning: TuningSpec | None = opt(None, "A hyperparameter search: trials of this spec with the searched fields set; the best trial's model is the result.")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "spec") -> "FineTuneJobSpec":
