@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from tuneloop.api import crds
 from tuneloop.api.finetunejob import FineTuneJobSpec
@@ -68,6 +69,11 @@ def secret_name(name: str) -> bool:
 def secret_value(value: str) -> str | None:
     """What kind of credential `value` looks like, or None."""
     return next((what for what, pattern in SECRET_VALUES if pattern.search(value)), None)
+
+DROPOUT_ROLES = ("all", "hidden", "attention", "classifier")
+AUGMENTATION_OPERATIONS = ("deletion", "swap", "insertion")
+# Ten extra rows per row is already far past where word edits stop adding information.
+MAX_AUGMENTATION_FACTOR = 10.0
 
 METRICS_BY_TASK = {
     "causal-lm-sft": {"eval_loss", "perplexity"},
@@ -147,6 +153,9 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
         if t.eval_every_steps is None:
             problems.append(Problem("spec.training.evalEverySteps", "is required with earlyStopping (it is evaluated at each evaluation)"))
 
+    problems += check_dropout(t.dropout)
+    problems += check_augmentation(spec)
+
     fields = spec.dataset.fields
     if spec.task != "causal-lm-sft" and fields.messages is not None:
         problems.append(Problem("spec.dataset.fields.messages", f"chat messages apply to causal-lm-sft only, not {spec.task}"))
@@ -189,6 +198,44 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
     problems += check_tuning(spec, spec.task, METRICS_BY_TASK)
     if spec.tuning is not None and not problems:
         problems += check_trial_specs(spec, namespace)
+    return problems
+
+
+def check_probability(value: float | None, path: str) -> list[Problem]:
+    """A dropout or augmentation probability: 0 <= p < 1 (p = 1 would drop everything)."""
+    if value is None or 0.0 <= value < 1.0:
+        return []
+    return [Problem(path, f"{value} is not a probability below 1; use a value with 0 <= p < 1 (e.g. 0.1)")]
+
+
+def check_dropout(dropout: Any) -> list[Problem]:
+    if dropout is None:
+        return []
+    problems: list[Problem] = []
+    for role in DROPOUT_ROLES:
+        problems += check_probability(getattr(dropout, role), f"spec.training.dropout.{role}")
+    if all(getattr(dropout, role) is None for role in DROPOUT_ROLES):
+        problems.append(Problem("spec.training.dropout", f"changes nothing; set one of {', '.join(DROPOUT_ROLES)} or remove it"))
+    return problems
+
+
+def check_augmentation(spec: FineTuneJobSpec) -> list[Problem]:
+    augmentation = spec.dataset.augmentation
+    if augmentation is None:
+        return []
+    at = "spec.dataset.augmentation"
+    if spec.task == "causal-lm-sft":
+        # Word edits would corrupt the responses the model learns to write.
+        return [Problem(at, "applies to sequence-classification and regression only, not causal-lm-sft; remove it")]
+    problems: list[Problem] = []
+    if not 0 < augmentation.factor <= MAX_AUGMENTATION_FACTOR:
+        problems.append(Problem(f"{at}.factor", f"{augmentation.factor} is out of range; give 0 < factor <= "
+                                                f"{MAX_AUGMENTATION_FACTOR:g} extra rows per training row"))
+    for op in AUGMENTATION_OPERATIONS:
+        problems += check_probability(getattr(augmentation, op), f"{at}.{op}")
+    if all(getattr(augmentation, op) == 0 for op in AUGMENTATION_OPERATIONS):
+        problems.append(Problem(at, f"every operation ({', '.join(AUGMENTATION_OPERATIONS)}) has probability 0, so the "
+                                    "extra rows would be copies; set one above 0 or remove augmentation"))
     return problems
 
 
