@@ -47,7 +47,8 @@ from tuneloop.trainer.examples import encode_split
 from tuneloop.trainer.export import export_model
 from tuneloop.trainer.evaluation import DEFAULT_METRIC, metric_direction_ok, task_metrics
 from tuneloop.trainer.metrics import TrainerMetrics
-from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer, sequence_limit
+from tuneloop.trainer.dropout import describe as describe_dropout
+from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer, resolve_dropout, sequence_limit
 from tuneloop.trainer.precision import load_dtype, mixed_precision, upcast_trainable
 from tuneloop.trainer.storage import Storage, open_storage
 
@@ -109,8 +110,11 @@ class Recipe:
         self.tokenizer = load_tokenizer(self.model_dir)
         set_seed(training.seed)  # same fresh head on every rank
         mixed = self.accelerator.mixed_precision
+        self.dropout, dropout_before = resolve_dropout(spec, self.model_dir)
+        if self.dropout:
+            self.log(f"dropout: {describe_dropout(self.dropout, dropout_before)}")
         model = load_model(spec, self.model_dir, self.splits.label_names, self.tokenizer,
-                           dtype=load_dtype(mixed, trainable=training.method == "full"))
+                           dtype=load_dtype(mixed, trainable=training.method == "full"), config_overrides=self.dropout)
         model = upcast_trainable(apply_training_method(model, spec))
         self.max_seq_length = self.fit_max_seq_length(model)
 
@@ -466,6 +470,8 @@ class Recipe:
                              "epoch": round(state.step / self.steps_per_epoch, 4), "train_loss": state.last_train_loss,
                              "train_seconds": round(state.train_seconds, 2), "history": state.history,
                              "final_model": self.output.child("final"), "exported_step": self.exported_step})
+        if self.dropout:
+            self.results["dropout"] = dict(self.dropout)  # what training.dropout set, by config attribute
         if self.is_main:
             self.publisher.wait()
             checkpoints = self.publisher.complete_checkpoints()
