@@ -223,6 +223,10 @@ class Recipe:
         if self.is_main:
             self.output.write_bytes("data_report.json", json.dumps(report, indent=1).encode())
             self.log(f"data: {report['rows']}, labels: {report['labels']}" if report["labels"] else f"data: {report['rows']}")
+            if report.get("augmentation"):
+                a = report["augmentation"]
+                self.log(f"augmentation: {a['added']} extra training rows from {a['rows_in']} ({a['deleted_words']} words deleted, "
+                         f"{a['swapped_words']} swapped, {a['inserted_words']} inserted; {a['unchanged']} unchanged)")
 
     def build_optimizer(self, model: Any) -> torch.optim.Optimizer:
         """AdamW with decoupled weight decay, none on biases and norms (transformers.Trainer's rule)."""
