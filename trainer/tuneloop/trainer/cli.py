@@ -5,6 +5,8 @@ Command
     tuneloop-train --config FILE --evaluate-only [--model URI [--model URI2 ...]] [--data URI]
                    [--split test] [--results URI]        score a model (or several on the same rows),
                                                          write results; the report is the termination message
+    tuneloop-train --config FILE-WITH-tuning                      a hyperparameter search: the spec's trials one
+                                                         after another, the best trial's model as final/
     tuneloop-train --config FILE --new-data s3://bucket/prefix/ [--since TIME]
                                                          count new objects (MaintenancePolicy newData)
 
@@ -58,11 +60,14 @@ Storage layout under output.uri (s3://bucket/prefix or a local folder)
     final/                       Hugging Face format: config, tokenizer, safetensors,
                                  tuneloop.json (task, label names, base model); LoRA: the
                                  adapter, and merged/ when training.lora.merge is true
-    results.json                 validation/test metrics (test before and after), best checkpoint
+    results.json                 validation/test metrics (test before and after), best checkpoint;
+                                 a search: the best trial's, plus `tuning` (best trial, value, params, trials)
     data_report.json             rows in, dropped by reason, out; split sizes; packing (or why it
                                  was disabled); effective max_seq_length; rows truncated or trained
                                  on their last chat turn only (tokenized.rows_changed)
     evaluation/results.json      --evaluate-only's default results location
+    trials/<N>/                  a search's trial N: its own checkpoints/, final/, results.json
+    trials/study.json            a search's trial records (params, state, values); rerunning resumes it
 
 Metrics: see tuneloop.trainer.metrics (names prefixed tuneloop_trainer_, labels job, namespace).
 """
@@ -242,6 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"tuneloop-train: {scored['model']} on {scored['rows']} rows: {metrics_line}; results at {results['results_uri']}")
                 write_termination_message(report_line(results))
             return EXIT_OK
+        if spec.tuning is not None:  # a search: trials one after another (search.py)
+            from tuneloop.trainer.search import LocalSearch
+
+            results = LocalSearch(spec, settings, metrics).run()
+            if not settings.rank:
+                print(summary(results), flush=True)
+                write_termination_message(final_report(results))
+            return EXIT_OK
         recipe = Recipe(spec, settings, metrics=metrics)
         try:
             recipe.setup()
@@ -310,6 +323,13 @@ def summary(results: dict) -> str:
     if results.get("test"):
         lines.append(f"  test before: {fmt(results.get('test_before'))}")
         lines.append(f"  test after:  {fmt(results['test'])}")
+    if results.get("tuning"):
+        t = results["tuning"]
+        done = ", ".join(f"{row['number']} {row['state']}" + (f" {row['value']:.4g}" if row["value"] is not None else "")
+                         for row in t["trials"])
+        lines.append(f"  search: best trial {t['best_trial']} of {len(t['trials'])} ({t['metric']} {t['best_value']:.4g}); "
+                     f"trials: {done}")
+        lines.append(f"  best params: {json.dumps(t['best_params'])}")
     lines.append(f"  model written to {results['final_model']}")
     return "\n".join(lines)
 

@@ -56,6 +56,10 @@ class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was published. The CLI exits EXIT_PREEMPTED (retryable)."""
 
 
+class TrialPruned(Exception):
+    """`on_evaluate` asked to stop: a search trial whose evaluations are not promising (search.py)."""
+
+
 def quiet_transformers() -> None:
     """No per-file "Loading weights" / "Writing model shards" bars: noise next to our progress bar."""
     from transformers.utils import logging as hf_logging
@@ -65,8 +69,12 @@ def quiet_transformers() -> None:
 
 class Recipe:
     def __init__(self, spec: FineTuneJobSpec, settings: RuntimeSettings, *,
-                 metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print):
+                 metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print,
+                 on_evaluate: Callable[[int, dict[str, float]], bool] | None = None):
+        """`on_evaluate(step, validation metrics)` is called after each evaluation during
+        training; True stops the run with TrialPruned (a search's pruner, search.py)."""
         self.spec = spec
+        self.on_evaluate = on_evaluate
         self.settings = settings
         self.metrics = metrics or TrainerMetrics(settings.job_name, settings.namespace)
         self._log = log
@@ -309,6 +317,9 @@ class Recipe:
                 if self.examples["validation"] and not last and (eval_due or (evaluates and save_now and not stop_now)):
                     evaluated = self.evaluate("validation")
                     stopping_early = self.track_best(evaluated)
+                    if self.on_evaluate is not None and self.on_evaluate(state.step, evaluated):
+                        progress.close()
+                        raise TrialPruned(f"pruned at step {state.step} of {self.total_steps}")
                     save_now = save_now or (self.export_best and state.best_step == state.step)
                 if save_now:
                     self.save_checkpoint(evaluated, wait=stop_now)
