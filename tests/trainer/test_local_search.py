@@ -108,3 +108,21 @@ def test_a_search_without_validation_data_is_refused(search_spec: dict[str, Any]
     code, _, err = run_inprocess(search_spec)
     assert code == 2
     assert "tuning compares trials on validation data; give dataset.validation or dataset.split.validation > 0" in err
+
+
+def test_failed_trials_are_recorded_and_a_search_with_none_complete_exits_2(
+        tmp_path: Path, tiny_llama: Path, run_inprocess: Any) -> None:
+    """Every trial asks a Llama for classifier dropout it does not have: each is Failed with the
+    trainer's own message, the search goes on to the next, and the command ends with exit 2."""
+    from trainer_testkit import sft_rows
+
+    train = write_jsonl(tmp_path / "sft.jsonl", sft_rows(40, seed=3))
+    spec = spec_for("causal-lm-sft", str(tiny_llama), str(train), str(tmp_path / "out"), maxSteps=2)
+    spec["tuning"] = {"objective": {"metric": "eval_loss"}, "trials": 2, "sampler": "grid", "pruner": {"type": "none"},
+                      "searchSpace": [{"path": "training.dropout.classifier", "choices": [0.1, 0.2]}]}
+    code, out, err = run_inprocess(spec)
+    assert code == 2, err
+    assert "no search trial completed (0 Failed, 1 Failed): training.dropout.classifier: llama has no classifier dropout" in err
+    assert out.count("has no classifier dropout") == 2  # each trial's own line
+    states = [t["state"] for t in json.loads((tmp_path / "out" / "trials" / "study.json").read_text())["trials"]]
+    assert states == ["Failed", "Failed"]
