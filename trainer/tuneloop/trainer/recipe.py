@@ -454,7 +454,7 @@ class Recipe:
             result = {"eval_loss": loss, **classification_metrics(preds, golds)}
         result = {k: round(v, 6) for k, v in result.items()}
         if split == "validation":
-            self.metrics.set_eval(result)
+            self.metrics.set_eval(result, step=self.state.step)
             self.state.history.append({"step": self.state.step, **result})
         return result
 
