@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from e2e.harness import Cluster, OperatorProcess, wait_for
-from e2e.test_full_loop import (  # noqa: F401  (fixtures)
-    BATCH_SIZE, SEED, TRAIN_TIMEOUT, key_of, kubelet, s3, s3_secret, terminated, tiny_bert_s3, trainer_pods,
-)
+from e2e import test_full_loop as full_loop
+from e2e.harness import Cluster, OperatorProcess
+from e2e.test_full_loop import BATCH_SIZE, SEED, TRAIN_TIMEOUT, key_of, terminated, trainer_pods
 from trainer_testkit import BUCKET, classification_rows, list_keys, upload_jsonl
 from tuneloop.emulator.kubelet import Kubelet
 
+# The S3 server, tiny model, kubelet and S3 Secret fixtures of the full-loop tests.
+s3, tiny_bert_s3, kubelet, s3_secret = full_loop.s3, full_loop.tiny_bert_s3, full_loop.kubelet, full_loop.s3_secret
 SEARCH_TIMEOUT = 2 * TRAIN_TIMEOUT  # four short trainings, two at a time, on a shared machine
 
 
