@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from e2e.harness import REPO, Cluster, OperatorProcess, wait_for
-from e2e.test_finetunejob_lifecycle import trainer_metrics  # noqa: F401  (fixture)
+from e2e import test_finetunejob_lifecycle as lifecycle
 
 KUBECTL = shutil.which("kubectl") or next((str(p) for p in (REPO / ".tools/bin/kubectl", Path("/work/main/.tools/bin/kubectl"))
                                            if p.exists()), None)
 DONE = "2026-12-01T01:00:00Z"
+trainer_metrics = lifecycle.trainer_metrics  # the stand-in metrics endpoint fixture
 
 
 def eval_series(job: str, namespace: str, step: int, value: float) -> str:
