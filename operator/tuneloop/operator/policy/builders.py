@@ -8,6 +8,7 @@ names come from `decide` (deterministic), so a pass repeated after a restart ren
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Mapping
 
 import yaml
@@ -20,6 +21,7 @@ from tuneloop.operator.builders import (
     build_pod_template,
 )
 from tuneloop.operator.policy.model import DATA, EvaluationRequest
+from tuneloop.operator.tuning.builders import ANNOTATION_ENQUEUE
 
 KIND = "MaintenancePolicy"
 PLURAL = "maintenancepolicies"
@@ -57,8 +59,12 @@ def revision_spec(spec: MaintenancePolicySpec, revision: str) -> FineTuneJobSpec
     return dataclasses.replace(template, output=dataclasses.replace(template.output, uri=revision_output(spec, revision)))
 
 
-def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name: str) -> dict[str, Any]:
-    """The FineTuneJob `<policy>-r<N>` from jobTemplate: owned, labelled, its own output.uri."""
+def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name: str,
+                   champion_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The FineTuneJob `<policy>-r<N>` from jobTemplate: owned, labelled, its own output.uri.
+
+    A template that searches (`tuning`) and a champion that searched too: the champion's best
+    params are the first trial (ANNOTATION_ENQUEUE), so the retrain searches around them."""
     template = spec.job_template
     revision = f"r{number}"
     labels = {**template.metadata.labels, **policy_labels(owner.name, "revision"), LABEL_REVISION: revision}
@@ -66,6 +72,8 @@ def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name:
                                 "ownerReferences": [policy_reference(owner)]}
     if template.metadata.annotations:
         metadata["annotations"] = dict(template.metadata.annotations)
+    if champion_params and template.spec.tuning is not None:
+        metadata.setdefault("annotations", {})[ANNOTATION_ENQUEUE] = json.dumps(dict(champion_params), sort_keys=True)
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob", "metadata": metadata,
             "spec": revision_spec(spec, revision).to_dict()}
 

@@ -22,6 +22,10 @@ from tuneloop.tuning.space import trial_spec
 from tuneloop.tuning.study import TrialRecord
 
 LABEL_TRIAL = "tuneloop.dev/trial"
+# On a FineTuneJob that searches: params ({path: value}, JSON) its first trial tries. The
+# MaintenancePolicy controller sets the champion's best params here, so that a retrain searches
+# around the champion's settings (issue 14); the search checks them against its own space.
+ANNOTATION_ENQUEUE = "tuneloop.dev/enqueue-params"
 STUDY_KEY = "trials.json"
 
 

@@ -29,15 +29,13 @@ from tuneloop.operator.kube import Forbidden, Kube
 from tuneloop.operator.scrape import fetch_trainer_metrics, metrics_url
 from tuneloop.operator.status import RECOVERABLE, TERMINAL
 from tuneloop.operator.tuning.builders import (
-    build_study_config_map, build_trial_children, build_trial_spec, check_trial_names, records_of, study_config_map_name,
+    ANNOTATION_ENQUEUE, build_study_config_map, build_trial_children, build_trial_spec, check_trial_names, records_of, study_config_map_name,
     study_data, trial_name,
 )
 from tuneloop.operator.tuning.decide import advance
 from tuneloop.operator.tuning.observe import TrialObservation, observe_trial
 from tuneloop.operator.tuning.status import derive_search_status
 
-# A champion's settings to try first (set by the MaintenancePolicy controller on a retrain): JSON {path: value}.
-ANNOTATION_ENQUEUE = "tuneloop.dev/enqueue-params"
 
 
 def searches(spec: Mapping[str, Any], **_: Any) -> bool:
