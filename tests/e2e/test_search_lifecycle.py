@@ -130,3 +130,20 @@ def test_an_invalid_search_fails_naming_the_field_and_creates_nothing(cluster: C
     status = cluster.wait_phase("bad", "Failed", reason="InvalidSpec")
     assert "spec.tuning.searchSpace[0]" in status["message"] and "method" in status["message"], status["message"]
     assert cluster.config_map("bad-study") is None and cluster.job("bad-t0-trainer") is None
+
+
+@pytest.mark.plays_controllers
+def test_a_suspended_search_starts_no_trial_until_resumed(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("paused", runPolicy={"suspend": True}, training={"evalEverySteps": 5}, tuning={
+        "objective": {"metric": "eval_loss"}, "trials": 2, "parallelism": 2,
+        "searchSpace": [{"path": "training.batchSize", "choices": [4, 8]}]})
+    cluster.wait_phase("paused", "Suspended", reason="Suspended")
+    assert cluster.job("paused-t0-trainer") is None
+    cluster.api.patch(cluster.ftj_path("paused"), {"spec": {"runPolicy": {"suspend": False}}})
+    t0, t1 = cluster.wait_job("paused-t0-trainer"), cluster.wait_job("paused-t1-trainer")
+    assert t0["spec"]["suspend"] is False and t1["spec"]["suspend"] is False
+    cluster.wait_phase("paused", "Pending", reason="StartingTrials")
+    # Suspended again while the trials exist: their Jobs are suspended.
+    cluster.api.patch(cluster.ftj_path("paused"), {"spec": {"runPolicy": {"suspend": True}}})
+    wait_for(lambda: all(cluster.job(f"paused-t{n}-trainer")["spec"]["suspend"] for n in (0, 1)), what="trial Jobs suspended")
+    cluster.wait_phase("paused", "Suspended")

@@ -242,3 +242,20 @@ def test_a_stuck_trial_makes_the_search_stalled():
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True" and status["reason"] == "ImagePullBackOff"
     assert status["message"] == "trial 0: image trainer:nope does not pull"
+
+
+def test_a_suspended_search_starts_nothing_and_says_so():
+    tuning = spec().tuning
+    step = advance(tuning, [], {}, suspended=True)
+    assert step.start == [] and step.records == []
+    status = derive_search_status(tuning, [], {}, previous={}, generation=1, now=NOW, suspended=True)
+    assert (status["phase"], status["reason"]) == ("Suspended", "Suspended")
+    running = [TrialRecord(0, {"training.learningRate": 1e-3})]
+    # A trial still training while suspended: Suspending until its Job is suspended.
+    status = derive_search_status(tuning, running, {0: obs(0, "Active")}, previous={}, generation=1, now=NOW, suspended=True)
+    assert (status["phase"], status["reason"]) == ("Suspended", "Suspending")
+    status = derive_search_status(tuning, running, {0: TrialObservation(0, "Active", "Suspended")}, previous={},
+                                  generation=1, now=NOW, suspended=True)
+    assert status["reason"] == "Suspended"
+    # Resumed: the running trial goes on, a second one starts.
+    assert [n for n, _ in advance(tuning, running, {0: obs(0, "Active")}).start] == [1]

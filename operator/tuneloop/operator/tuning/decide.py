@@ -41,9 +41,11 @@ def _fmt(value: float | None) -> str:
 
 
 def advance(tuning: TuningSpec, records: list[TrialRecord], observations: Mapping[int, TrialObservation],
-            enqueue: Mapping[str, Any] | None = None) -> SearchStep:
+            enqueue: Mapping[str, Any] | None = None, suspended: bool = False) -> SearchStep:
     """The next step of the search (see the module docstring). `enqueue`: params the first
-    trial should try (a MaintenancePolicy's champion), used only when nothing was asked yet."""
+    trial should try (a MaintenancePolicy's champion), used only when nothing was asked yet.
+    `suspended` (spec.runPolicy.suspend): running trials are kept (their Jobs are suspended by
+    the caller), no new trial starts."""
     study = Study(tuning, records)
     metric = tuning.objective.metric
     start: list[tuple[int, dict[str, Any]]] = []
@@ -71,7 +73,8 @@ def advance(tuning: TuningSpec, records: list[TrialRecord], observations: Mappin
                                                     f"{metric}={_fmt(value)} (last value {_fmt(pruned.value)})"))
     if not study.records() and enqueue:
         study.enqueue(dict(enqueue))
-    while study.can_ask() and len(study.running()) < tuning.parallelism and not failing_fast(study.records(), tuning.trials):
+    while (not suspended and study.can_ask() and len(study.running()) < tuning.parallelism
+           and not failing_fast(study.records(), tuning.trials)):
         number, params = study.ask()
         start.append((number, params))
         events.append(("Normal", "TrialStarted", f"trial {number}: " + ", ".join(f"{k}={v}" for k, v in params.items())))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 from typing import Any, Mapping
 
 import kopf
@@ -23,11 +24,12 @@ from tuneloop.api.typed import Problem
 from tuneloop.operator import metrics
 from tuneloop.operator.builders import KIND, Owner, TrainerDefaults, check_existing_child
 from tuneloop.operator.handlers import (
-    FTJ, INTERVALS, is_finished, last_status, now, owned_job, owned_pods, parse, parse_cached, reject, write_status,
+    FTJ, INTERVALS, _awaits_ttl, is_finished, last_status, now, owned_job, owned_pods, parse, parse_cached, reject,
+    suspend_out_of_sync, sync_suspend, write_status,
 )
 from tuneloop.operator.kube import Forbidden, Kube
 from tuneloop.operator.scrape import fetch_trainer_metrics, metrics_url
-from tuneloop.operator.status import RECOVERABLE, TERMINAL
+from tuneloop.operator.status import RECOVERABLE, TERMINAL, parse_time
 from tuneloop.operator.tuning.builders import (
     ANNOTATION_ENQUEUE, build_study_config_map, build_trial_children, build_trial_spec, check_trial_names, records_of, study_config_map_name,
     study_data, trial_name,
@@ -138,11 +140,14 @@ async def run_search(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name
         pods = owned_pods(trainer_pods, namespace, label, job)
         text = await _scrape(memo, uid, record.number, pods) if job is not None and record.state == "Running" else None
         trial = build_trial_spec(parsed, record.number, record.params)
+        if job is not None and record.state == "Running" and suspend_out_of_sync(trial, job):
+            await asyncio.to_thread(sync_suspend, kube, body, trial, job)  # spec.runPolicy.suspend, per trial
         observations[record.number] = observe_trial(record.number, job, pods, trial, tuning.objective.metric, now(), text,
                                                     job_label=label, namespace=namespace)
 
     enqueue = _enqueued(body, logger) if not records else None
-    step = advance(tuning, records, observations, enqueue)
+    suspended = parsed.run_policy.suspend
+    step = advance(tuning, records, observations, enqueue, suspended=suspended)
     if step.records != records:  # write-ahead: the records first, then the effects
         await asyncio.to_thread(kube.patch, "ConfigMap", namespace, study_config_map_name(name), {"data": study_data(step.records)})
     for number in step.stop:
@@ -163,8 +168,39 @@ async def run_search(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name
         observations[number] = TrialObservation(number, "Missing", reason.split(":", 1)[0], reason, stalled=True)
 
     new = derive_search_status(tuning, step.records, observations, previous=current,
-                               generation=body.metadata.get("generation", 1), now=now())
+                               generation=body.metadata.get("generation", 1), now=now(), suspended=suspended)
     write_status(body, memo, current, new, patch)
+    metrics.record_phase(namespace, name, new.get("phase"))
+
+
+@kopf.daemon(*FTJ, id="search-ttl", when=kopf.all_([searches, _awaits_ttl]), cancellation_timeout=1.0)
+@metrics.instrumented(KIND, "search-ttl")
+async def expire_finished_trials(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str,
+                                 uid: str, memo: kopf.Memo, trainer_jobs: kopf.Index, stopped: kopf.DaemonStopped,
+                                 **_: Any) -> None:
+    """`runPolicy.ttlSecondsAfterFinished` for a search: its trial Jobs (and their pods) go that
+    long after the search finished; the FineTuneJob, its status and the study stay."""
+    parsed, _problems = parse_search(spec, name, namespace, memo.config.allowed)
+    done = parse_time(status.get("completionTime"))
+    if parsed is None or parsed.tuning is None or done is None or parsed.run_policy.ttl_seconds_after_finished is None:
+        return
+    expires = done + timedelta(seconds=parsed.run_policy.ttl_seconds_after_finished)
+    await stopped.wait(max(0.0, (expires - now()).total_seconds()))
+    if stopped:
+        return
+    for number in range(parsed.tuning.trials):
+        job = owned_job(trainer_jobs, namespace, trial_name(name, number), uid)
+        if job is not None:
+            await asyncio.to_thread(memo.kube.delete_job, namespace, job["metadata"]["name"], uid=job["metadata"]["uid"])
+
+
+@kopf.on.event(*FTJ, id="search-forget")
+def forget_search(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Drop a deleted search's scrape times (the plain handlers drop the rest of its memo)."""
+    if type == "DELETED":
+        scraped = getattr(memo, "search_scraped", {})
+        for key in [k for k in scraped if k[0] == body.metadata.uid]:
+            scraped.pop(key, None)
 
 
 def _enqueued(body: kopf.Body, logger: Any) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from tuneloop.api.tuning import TuningSpec
 from tuneloop.operator.status import (
-    FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, Verdict, build_conditions, rfc3339,
+    FAILED, PENDING, RUNNING, SUCCEEDED, SUSPENDED, TERMINAL, Verdict, build_conditions, rfc3339,
 )
 from tuneloop.operator.tuning.decide import failing_fast
 from tuneloop.operator.tuning.observe import TrialObservation
@@ -52,7 +52,8 @@ def tuning_section(tuning: TuningSpec, records: list[TrialRecord]) -> dict[str, 
     return section
 
 
-def _verdict(tuning: TuningSpec, records: list[TrialRecord], observations: Mapping[int, TrialObservation]) -> Verdict:
+def _verdict(tuning: TuningSpec, records: list[TrialRecord], observations: Mapping[int, TrialObservation],
+             suspended: bool) -> Verdict:
     metric = tuning.objective.metric
     running = [r for r in records if r.state == "Running"]
     best = best_record(records, tuning.objective.resolved_direction)
@@ -67,6 +68,12 @@ def _verdict(tuning: TuningSpec, records: list[TrialRecord], observations: Mappi
         return Verdict(FAILED, "NoTrialSucceeded", f"no trial of the search completed ({len(records)} asked, "
                                                    f"{sum(r.state == 'Failed' for r in records)} failed)"
                                                    + (f"; last failure: {why}" if why else ""), stalled=True)
+    if suspended:
+        active = [r.number for r in running if (o := observations.get(r.number)) is None or o.reason not in ("Suspended", "Missing")]
+        if active:
+            return Verdict(SUSPENDED, "Suspending", f"suspending trial(s) {', '.join(map(str, active))}", reconciling=True)
+        return Verdict(SUSPENDED, "Suspended", "suspended by spec.runPolicy.suspend: no trial trains and none starts; "
+                                               "set it to false to resume the search (trials resume from their checkpoints)")
     stuck = [o for r in running if (o := observations.get(r.number)) is not None and o.stalled]
     if stuck:
         o = stuck[0]
@@ -83,11 +90,12 @@ def _verdict(tuning: TuningSpec, records: list[TrialRecord], observations: Mappi
 
 
 def derive_search_status(tuning: TuningSpec, records: list[TrialRecord], observations: Mapping[int, TrialObservation], *,
-                         previous: Mapping[str, Any] | None, generation: int, now: datetime) -> dict[str, Any]:
+                         previous: Mapping[str, Any] | None, generation: int, now: datetime,
+                         suspended: bool = False) -> dict[str, Any]:
     """The search's status fields; once done, the best trial's model and metrics (kept with its
     record when it was told) become the job's `checkpoints.final` and `metrics`."""
     previous = dict(previous or {})
-    verdict = _verdict(tuning, records, observations)
+    verdict = _verdict(tuning, records, observations, suspended)
     section = tuning_section(tuning, records)
     status: dict[str, Any] = {
         "phase": verdict.phase,
