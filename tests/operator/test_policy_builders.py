@@ -54,6 +54,8 @@ def test_a_retrain_that_searches_starts_from_the_champions_best_params() -> None
     champion = {"training.learningRate": 2e-4}
     ftj = build_revision(OWNER, searching, 4, "router-r4", champion)
     assert json.loads(ftj["metadata"]["annotations"]["tuneloop.dev/enqueue-params"]) == champion
+    # Each revision's search its own seed: a retrain must not propose the previous one's trials again.
+    assert ftj["spec"]["tuning"]["seed"] == 4 and build_revision(OWNER, searching, 5, "router-r5")["spec"]["tuning"]["seed"] == 5
     assert validate_manifest(ftj).problems == []
     assert "annotations" not in build_revision(OWNER, searching, 4, "router-r4")["metadata"]
     # A template without a search ignores the champion's params.

@@ -63,8 +63,10 @@ def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name:
                    champion_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The FineTuneJob `<policy>-r<N>` from jobTemplate: owned, labelled, its own output.uri.
 
-    A template that searches (`tuning`) and a champion that searched too: the champion's best
-    params are the first trial (ANNOTATION_ENQUEUE), so the retrain searches around them."""
+    A template that searches (`tuning`): the revision's search is seeded `tuning.seed + N`, or
+    every retrain would propose the previous one's trials again; and when the champion searched
+    too, its best params are the first trial (ANNOTATION_ENQUEUE), so the retrain searches
+    around them."""
     template = spec.job_template
     revision = f"r{number}"
     labels = {**template.metadata.labels, **policy_labels(owner.name, "revision"), LABEL_REVISION: revision}
@@ -74,8 +76,10 @@ def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name:
         metadata["annotations"] = dict(template.metadata.annotations)
     if champion_params and template.spec.tuning is not None:
         metadata.setdefault("annotations", {})[ANNOTATION_ENQUEUE] = json.dumps(dict(champion_params), sort_keys=True)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob", "metadata": metadata,
-            "spec": revision_spec(spec, revision).to_dict()}
+    body = revision_spec(spec, revision).to_dict()
+    if template.spec.tuning is not None:
+        body["tuning"]["seed"] = template.spec.tuning.seed + number
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob", "metadata": metadata, "spec": body}
 
 
 def evaluation_spec(spec: MaintenancePolicySpec, revision: str) -> FineTuneJobSpec:
