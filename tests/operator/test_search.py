@@ -127,7 +127,8 @@ REPORT = json.dumps({"step": 20, "totalSteps": 20, "metrics": {"eval_loss": 0.4,
 @pytest.mark.parametrize("the_job, pods, scraped, state, check", [
     (None, [], None, "Missing", {}),
     (job("Complete"), [pod("Succeeded", REPORT)], None, "Succeeded",
-     {"value": 0.41, "final_uri": "s3://out/search/trials/1/final/", "metrics": {"eval_loss": 0.4, "accuracy": 0.9}}),
+     {"value": 0.41, "final_uri": "s3://out/search/trials/1/final/", "metrics": {"eval_loss": 0.4, "accuracy": 0.9},
+      "final_step": 20}),
     (job("Complete"), [pod("Succeeded", json.dumps({"step": 20, "totalSteps": 20}))], None, "Failed", {"reason": "NoObjective"}),
     (job("Failed"), [pod("Failed", "tuneloop-train: error: no label column", exit_code=2)], None, "Failed", {}),
     (job(), [pod("Running")], exposition(value=0.9, eval_step=5), "Active", {"reason": "Training", "intermediate": (5, 0.9)}),
@@ -163,11 +164,13 @@ def test_a_running_trial_without_a_job_is_started_again_and_nothing_new_is_asked
 def test_finished_trials_are_told_and_replaced_within_parallelism():
     first = advance(spec().tuning, [], {})
     step = advance(spec().tuning, first.records, {
-        0: obs(0, "Succeeded", value=0.5, final_uri="s3://out/search/trials/0/final/", metrics={"eval_loss": 0.5}),
+        0: obs(0, "Succeeded", value=0.5, final_uri="s3://out/search/trials/0/final/", metrics={"eval_loss": 0.5},
+               final_step=20),
         1: obs(1, "Failed", reason="OOMKilled", message="out of memory")})
     states = {r.number: r.state for r in step.records}
     assert states == {0: "Complete", 1: "Failed", 2: "Running", 3: "Running"}
     assert step.records[0].user_attrs == {"final": "s3://out/search/trials/0/final/", "metrics": {"eval_loss": 0.5}}
+    assert step.records[0].intermediate == {20: 0.5}  # the final value at the final step
     assert [n for n, _ in step.start] == [2, 3]
     assert [e[1] for e in step.events] == ["TrialSucceeded", "TrialFailed", "TrialStarted", "TrialStarted"]
     done = advance(spec().tuning, step.records, {2: obs(2, "Succeeded", value=0.4), 3: obs(3, "Succeeded", value=0.6)})

@@ -60,6 +60,10 @@ def advance(tuning: TuningSpec, records: list[TrialRecord], observations: Mappin
         if obs is None or obs.state == "Missing":
             start.append((record.number, dict(record.params)))
         elif obs.state == "Succeeded":
+            if obs.final_step is not None and obs.value is not None:
+                # The final value as the last intermediate one too: the pruner (and Hyperband's
+                # max_resource "auto") then know how far a finished trial went.
+                study.report(record.number, obs.final_step, obs.value)
             done = study.tell(record.number, obs.value, attrs={"final": obs.final_uri, "metrics": obs.metrics})
             events.append(("Normal", "TrialSucceeded", f"trial {record.number}: {metric}={_fmt(done.value)}"))
         elif obs.state == "Failed":

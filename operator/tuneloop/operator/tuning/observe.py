@@ -36,6 +36,7 @@ class TrialObservation:
     final_uri: str | None = None          # where the trial's model is (Succeeded)
     metrics: dict[str, float] = field(default_factory=dict)  # the final report's metrics (Succeeded)
     intermediate: tuple[int, float] | None = None           # (eval step, objective) while Active
+    final_step: int | None = None                           # the step training ended at (Succeeded)
 
 
 def _finite(value: Any) -> bool:
@@ -104,7 +105,8 @@ def observe_trial(number: int, job: Mapping[str, Any] | None, pods: Sequence[Map
                                     f"the trial finished without reporting {metric} on validation "
                                     "(is there a validation split? an older trainer image?)")
         return TrialObservation(number, "Succeeded", "Succeeded", message, value=value, final_uri=final,
-                                metrics=dict(report.get("metrics") or {}))
+                                metrics=dict(report.get("metrics") or {}),
+                                final_step=(report.get("progress") or {}).get("step"))
     if phase == FAILED:
         return TrialObservation(number, "Failed", reason, message)
     if reason == "Restarting":
