@@ -147,3 +147,17 @@ def test_a_suspended_search_starts_no_trial_until_resumed(cluster: Cluster, oper
     cluster.api.patch(cluster.ftj_path("paused"), {"spec": {"runPolicy": {"suspend": True}}})
     wait_for(lambda: all(cluster.job(f"paused-t{n}-trainer")["spec"]["suspend"] for n in (0, 1)), what="trial Jobs suspended")
     cluster.wait_phase("paused", "Suspended")
+
+
+@pytest.mark.plays_controllers
+def test_a_trial_job_deleted_behind_the_operators_back_is_created_again(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_ftj("lost", training={"evalEverySteps": 5}, tuning={
+        "objective": {"metric": "eval_loss"}, "trials": 1, "pruner": {"type": "none"},
+        "searchSpace": [{"path": "training.batchSize", "choices": [4, 8]}]})
+    first = cluster.wait_job("lost-t0-trainer")
+    cluster.api.delete(f"/apis/batch/v1/namespaces/{cluster.ns}/jobs/lost-t0-trainer")
+    again = wait_for(lambda: (j := cluster.job("lost-t0-trainer")) and j["metadata"]["uid"] != first["metadata"]["uid"] and j,
+                     timeout=20, what="trial 0's Job created again")
+    assert again["spec"]["template"]["spec"]["volumes"] == first["spec"]["template"]["spec"]["volumes"]
+    records = json.loads(cluster.config_map("lost-study")["data"]["trials.json"])
+    assert [(r["number"], r["state"]) for r in records] == [(0, "Running")], "the same trial, not a new one"

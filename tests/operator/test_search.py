@@ -126,6 +126,8 @@ REPORT = json.dumps({"step": 20, "totalSteps": 20, "metrics": {"eval_loss": 0.4,
 
 @pytest.mark.parametrize("the_job, pods, scraped, state, check", [
     (None, [], None, "Missing", {}),
+    ({**job(), "metadata": {**job()["metadata"], "deletionTimestamp": "2026-12-01T11:59:00Z"}}, [pod("Running")], None,
+     "Missing", {"reason": "WaitingForOldJob"}),
     (job("Complete"), [pod("Succeeded", REPORT)], None, "Succeeded",
      {"value": 0.41, "final_uri": "s3://out/search/trials/1/final/", "metrics": {"eval_loss": 0.4, "accuracy": 0.9},
       "final_step": 20}),

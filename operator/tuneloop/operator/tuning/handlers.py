@@ -22,7 +22,7 @@ import kopf
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.api.typed import Problem
 from tuneloop.operator import metrics
-from tuneloop.operator.builders import KIND, Owner, TrainerDefaults, check_existing_child
+from tuneloop.operator.builders import KIND, Blocked, Owner, TrainerDefaults, check_existing_child
 from tuneloop.operator.handlers import (
     FTJ, INTERVALS, _awaits_ttl, is_finished, last_status, now, owned_job, owned_pods, parse, parse_cached, reject,
     suspend_out_of_sync, sync_suspend, write_status,
@@ -93,15 +93,19 @@ async def _scrape(memo: kopf.Memo, uid: str, number: int, pods: list[dict]) -> s
 
 
 def ensure_trial(kube: Kube, owner: Owner, spec: FineTuneJobSpec, number: int, params: Mapping[str, Any],
-                 defaults: TrainerDefaults) -> str | None:
-    """Create trial `number`'s children if absent (the Job last); a reason when a name is taken."""
+                 defaults: TrainerDefaults) -> Blocked | None:
+    """Create trial `number`'s children if absent (the Job last); why not, when a name is taken
+    (an old Job still being deleted: wait; someone else's object: a person must act)."""
     for manifest in build_trial_children(owner, spec, number, params, defaults):
-        existing = kube.create_or_read(manifest)
+        try:
+            existing = kube.create_or_read(manifest)
+        except Forbidden as exc:
+            return Blocked("Forbidden", f"{exc}; grant the operator's ServiceAccount this (see the chart's RBAC)", stalled=True)
         if existing is None:
             continue
         blocked, update = check_existing_child(existing, manifest, owner)
         if blocked is not None:
-            return f"{blocked.reason}: {blocked.message}"
+            return blocked
         if update is not None:
             kube.patch(manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"], update)
     return None
@@ -154,18 +158,12 @@ async def run_search(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name
         job = owned_job(trainer_jobs, namespace, trial_name(name, number), uid)
         if job is not None:
             await asyncio.to_thread(kube.delete_job, namespace, job["metadata"]["name"], uid=job["metadata"]["uid"])
-    blocked: dict[int, str] = {}
     for number, params in step.start:
-        try:
-            reason = await asyncio.to_thread(ensure_trial, kube, owner, parsed, number, params, memo.config.trainer)
-        except Forbidden as exc:
-            reason = f"Forbidden: {exc}"
-        if reason:
-            blocked[number] = reason
+        blocked = await asyncio.to_thread(ensure_trial, kube, owner, parsed, number, params, memo.config.trainer)
+        if blocked is not None:
+            observations[number] = TrialObservation(number, "Missing", blocked.reason, blocked.message, stalled=blocked.stalled)
     for type_, reason, message in step.events:
         kopf.event(body, type=type_, reason=reason, message=message)
-    for number, reason in blocked.items():
-        observations[number] = TrialObservation(number, "Missing", reason.split(":", 1)[0], reason, stalled=True)
 
     new = derive_search_status(tuning, step.records, observations, previous=current,
                                generation=body.metadata.get("generation", 1), now=now(), suspended=suspended)

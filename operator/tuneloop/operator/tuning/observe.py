@@ -89,6 +89,10 @@ def observe_trial(number: int, job: Mapping[str, Any] | None, pods: Sequence[Map
     """Where trial `number` stands. `spec` is the trial's own spec; `scraped` its metrics text."""
     if job is None:
         return TrialObservation(number, "Missing", "CreatingJob", "creating the trial's Job")
+    if (job.get("metadata") or {}).get("deletionTimestamp"):
+        # Deleted behind our back (or pruned a moment ago): like a plain job's, a Running trial's
+        # Job is created again once it is gone, and resumes from its checkpoint.
+        return TrialObservation(number, "Missing", "WaitingForOldJob", "the trial's Job is being deleted")
     verdict = derive_status(job, pods, spec=spec, generation=1, previous={}, now=now)
     phase, reason, message = verdict.get("phase"), verdict.get("reason", ""), verdict.get("message", "")
     stalled = any(c.get("type") == "Stalled" and c.get("status") == "True" for c in verdict.get("conditions") or ())
