@@ -195,11 +195,19 @@ class Study:
     # ------------------------------------------------------------------ driving
 
     def enqueue(self, params: dict[str, Any]) -> None:
-        """Make the next ask propose `params` (those the search space knows; e.g. the champion's)."""
-        known = {k: v for k, v in params.items() if k in self.distributions and self.distributions[k]._contains(
-            self.distributions[k].to_internal_repr(v))}
+        """Make the next ask propose `params` (e.g. the champion's): those the search space
+        knows with a value inside it; the rest is left to the sampler."""
+        known = {k: v for k, v in params.items() if k in self.distributions and self._within(k, v)}
         if known:
             self.study.enqueue_trial(known, skip_if_exists=True)
+
+    def _within(self, path: str, value: Any) -> bool:
+        distribution = self.distributions[path]
+        try:
+            # Optuna's own check (CategoricalDistribution raises for a value not among its choices).
+            return bool(distribution._contains(distribution.to_internal_repr(value)))
+        except (ValueError, TypeError):
+            return False
 
     def ask(self) -> tuple[int, dict[str, Any]]:
         """A new trial's number and params (keyed by path); its record is Running."""
