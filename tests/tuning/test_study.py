@@ -234,6 +234,12 @@ def test_enqueued_params_are_the_next_trial():
     study.enqueue(champion)
     number, params = study.ask()
     assert number == 0 and params == {k: v for k, v in champion.items() if k != "training.other"}
+    # Values outside the space are left to the sampler.
+    other = Study(spec)
+    other.enqueue({"training.batchSize": 12, "training.lora.r": 64, "training.learningRate": 1e-4})
+    number, params = other.ask()
+    assert params["training.learningRate"] == 1e-4 and params["training.batchSize"] in (8, 16)
+    assert 4 <= params["training.lora.r"] <= 32
     # A rebuilt study does not re-enqueue: the enqueued trial is a record like any other.
     rebuilt = Study(spec, persisted(study))
     assert rebuilt.ask()[1] != params

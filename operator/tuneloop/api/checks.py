@@ -13,7 +13,7 @@ from typing import Any
 
 from tuneloop.api import crds
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.schema import apply_defaults, check_cel, check_structure
+from tuneloop.api.schema import apply_defaults, check_cel_along, check_structure
 from tuneloop.api.tuning import apply_params, check_tuning, corner_params
 from tuneloop.api.typed import Problem, SpecError, to_dict
 
@@ -254,15 +254,21 @@ def check_trial_specs(spec: FineTuneJobSpec, namespace: str | None) -> list[Prob
     for i, params in corner_params(type(spec), spec.tuning):
         ((path, value),) = params.items()
         at = f"spec.tuning.searchSpace[{i}]"
+        if at in blamed:
+            continue
         rendered = apply_params(base, params)
-        # The CRD's bounds (learningRate <= 1, lora.r <= 1024) as the API server would apply them.
-        found = check_structure(schema, apply_defaults(schema, rendered), "spec") + check_cel(schema, rendered, base="spec")
+        # The CRD's bounds (learningRate <= 1, lora.r <= 1024) as the API server would apply them,
+        # on the part a trial changes (training or dataset) and the rules on the way to the field.
+        root, *rest = path.split(".")
+        sub = schema["properties"][root]
+        found = check_structure(sub, apply_defaults(sub, rendered[root]), f"spec.{root}")
+        found += check_cel_along(schema, rendered, [root, *rest], "spec")
         if not found:
             try:
                 found = check_finetunejob(FineTuneJobSpec.from_dict(rendered), namespace)
             except SpecError as err:
                 found = err.problems
-        if found and at not in blamed:  # one problem per entry: the fix is the same for its other values
+        if found:  # one problem per entry: the fix is the same for its other values
             blamed.add(at)
             problems.append(Problem(at, f"a trial with {path}={value!r} would be refused: {found[0]}"))
     return problems

@@ -36,6 +36,7 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
 MAX_GRID_POINTS = 10_000
 
 
+# finetunejob.opt/req, repeated: finetunejob.py imports this module (FineTuneJobSpec.tuning).
 def _opt(default: Any = None, help: str = "") -> Any:
     if callable(default):
         return field(default_factory=tuple if default is list else default, metadata={"help": help})

@@ -64,6 +64,8 @@ class TrialRecord:
     value: float | None = None
     intermediate: dict[int, float] = field(default_factory=dict)
     system_attrs: dict[str, Any] = field(default_factory=dict)
+    # What the runner attached at tell() (the operator: the trial's final metrics and model URI).
+    user_attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -83,7 +85,7 @@ class TrialRecord:
         return cls(number=int(data["number"]), params=dict(data["params"]), state=data["state"],
                    value=data.get("value"),
                    intermediate={int(k): float(v) for k, v in (data.get("intermediate") or {}).items()},
-                   system_attrs=dict(data.get("system_attrs") or {}))
+                   system_attrs=dict(data.get("system_attrs") or {}), user_attrs=dict(data.get("user_attrs") or {}))
 
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
@@ -93,6 +95,16 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         pass
+
+
+def best_record(records: Iterable[TrialRecord], direction: str) -> TrialRecord | None:
+    """The best Complete trial of `records` (ties: the earliest); None when none completed.
+    Pruned trials never win: their value is a mid-training evaluation."""
+    complete = [r for r in records if r.state == "Complete" and r.value is not None]
+    if not complete:
+        return None
+    sign = 1.0 if direction == "minimize" else -1.0
+    return min(complete, key=lambda r: (sign * r.value, r.number))
 
 
 def make_sampler(tuning: TuningSpec, number: int, spec_cls: type = FineTuneJobSpec) -> optuna.samplers.BaseSampler:
@@ -140,7 +152,8 @@ class Study:
         value = record.value if record.state in ("Complete", "Pruned") else None
         return create_trial(state=_TO_OPTUNA[record.state], value=value, params=record.params,
                             distributions={p: self.distributions[p] for p in record.params},
-                            intermediate_values=record.intermediate, system_attrs=record.system_attrs)
+                            intermediate_values=record.intermediate, system_attrs=record.system_attrs,
+                            user_attrs=record.user_attrs)
 
     # ------------------------------------------------------------------ reading
 
@@ -150,7 +163,7 @@ class Study:
         for t in self.study.get_trials(deepcopy=False):
             out.append(TrialRecord(number=t.number, params=dict(t.params), state=_FROM_OPTUNA.get(t.state, "Running"),
                                    value=t.value, intermediate={int(k): float(v) for k, v in t.intermediate_values.items()},
-                                   system_attrs=dict(t.system_attrs)))
+                                   system_attrs=dict(t.system_attrs), user_attrs=dict(t.user_attrs)))
         return out
 
     def record(self, number: int) -> TrialRecord:
@@ -177,20 +190,24 @@ class Study:
 
     def best(self) -> TrialRecord | None:
         """The best Complete trial (ties: the earliest), or None when none completed."""
-        complete = [r for r in self.records() if r.state == "Complete" and r.value is not None]
-        if not complete:
-            return None
-        sign = 1.0 if self.direction == "minimize" else -1.0
-        return min(complete, key=lambda r: (sign * r.value, r.number))
+        return best_record(self.records(), self.direction)
 
     # ------------------------------------------------------------------ driving
 
     def enqueue(self, params: dict[str, Any]) -> None:
-        """Make the next ask propose `params` (those the search space knows; e.g. the champion's)."""
-        known = {k: v for k, v in params.items() if k in self.distributions and self.distributions[k]._contains(
-            self.distributions[k].to_internal_repr(v))}
+        """Make the next ask propose `params` (e.g. the champion's): those the search space
+        knows with a value inside it; the rest is left to the sampler."""
+        known = {k: v for k, v in params.items() if k in self.distributions and self._within(k, v)}
         if known:
             self.study.enqueue_trial(known, skip_if_exists=True)
+
+    def _within(self, path: str, value: Any) -> bool:
+        distribution = self.distributions[path]
+        try:
+            # Optuna's own check (CategoricalDistribution raises for a value not among its choices).
+            return bool(distribution._contains(distribution.to_internal_repr(value)))
+        except (ValueError, TypeError):
+            return False
 
     def ask(self) -> tuple[int, dict[str, Any]]:
         """A new trial's number and params (keyed by path); its record is Running."""
@@ -220,8 +237,10 @@ class Study:
             trial.report(float(value), int(step))
         return trial.should_prune()
 
-    def tell(self, number: int, value: float | None = None, state: State = "Complete") -> TrialRecord:
-        """Finish a trial: Complete with its objective value, Pruned or Failed.
+    def tell(self, number: int, value: float | None = None, state: State = "Complete",
+             attrs: dict[str, Any] | None = None) -> TrialRecord:
+        """Finish a trial: Complete with its objective value, Pruned or Failed; `attrs` (JSON
+        values) are kept with it as `user_attrs` (e.g. its final metrics and model URI).
 
         A Complete trial without a finite value is Failed (the trainer did not report the
         metric). Telling a finished trial again changes nothing.
@@ -229,6 +248,8 @@ class Study:
         record = self.record(number)
         if record.finished:
             return record
+        for key, item in (attrs or {}).items():
+            self._trial(number).set_user_attr(key, item)
         if state == "Complete" and (value is None or not math.isfinite(value)):
             log.warning("trial %d finished without a finite objective value (%r); recorded as Failed", number, value)
             state, value = "Failed", None

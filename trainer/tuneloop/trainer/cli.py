@@ -49,7 +49,9 @@ Termination message (TUNELOOP_TERMINATION_LOG; Kubernetes copies it into the pod
         {"step": N, "totalSteps": T, "epoch": E,
          "metrics": {"train_loss": .., "eval_loss": .. (validation), <test metrics by name, e.g.
                      "accuracy", "macro_f1">, "test_loss": ..},        numbers only; dropped if too long
-         "checkpoints": {"final": "<output.uri>/final/", "best": "<output.uri>/checkpoints/step-N"}}
+         "checkpoints": {"final": "<output.uri>/final/", "best": "<output.uri>/checkpoints/step-N"},
+         "validation": {"eval_loss": .., "accuracy": .., ...}}   the exported model's validation
+                     metrics by their eval names (a search's objective; absent without a validation split)
         The operator reads it into FineTuneJob status: progress is often scraped last a few
         steps before the end, and step < totalSteps when early stopping ended the run.
     The file is written only when it exists (Kubernetes creates it; a laptop has no
@@ -94,6 +96,7 @@ from tuneloop.trainer.config import (
     load_config,
     settings_help,
 )
+from tuneloop.api.checks import METRICS_BY_TASK
 
 TERMINATION_LOG_ENV = "TUNELOOP_TERMINATION_LOG"
 # Kubernetes keeps at most 4096 bytes of a termination message; the report stays well under.
@@ -334,6 +337,9 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+EVAL_METRICS = frozenset().union(*METRICS_BY_TASK.values())
+
+
 def final_report(results: Mapping[str, Any], max_bytes: int = REPORT_MAX_BYTES) -> str:
     """The success termination message (see the module docstring): one compact JSON line.
 
@@ -355,6 +361,13 @@ def final_report(results: Mapping[str, Any], max_bytes: int = REPORT_MAX_BYTES) 
         "metrics": {k: v for k, v in metrics.items() if number(v)},
         "checkpoints": {"final": results["final_model"].rstrip("/") + "/"},
     }
+    # The validation metrics of the exported model, under their own names: `metrics` lets the
+    # test split's accuracy/macro_f1/mse/mae win, and a search must select on validation only
+    # (spec.tuning.objective; issue 14).
+    # Only the metrics an objective may name (METRICS_BY_TASK), so this stays a few dozen bytes.
+    validation = {k: v for k, v in (results.get("validation") or {}).items() if k in EVAL_METRICS and number(v)}
+    if validation:
+        report["validation"] = validation
     for kind in ("best", "latest"):
         if results.get(f"{kind}_checkpoint"):
             report["checkpoints"][kind] = results[f"{kind}_checkpoint"]

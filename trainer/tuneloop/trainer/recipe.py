@@ -429,7 +429,7 @@ class Recipe:
             preds, golds = [p for ps in preds for p in ps], [g for gs in golds for g in gs]
         result = task_metrics(task, totals[0] / max(totals[1], 1), preds, golds)
         if split == "validation":
-            self.metrics.set_eval(result)
+            self.metrics.set_eval(result, step=self.state.step)
             self.state.history.append({"step": self.state.step, **result})
         return result
 
