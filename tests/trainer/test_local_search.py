@@ -79,7 +79,9 @@ def test_a_local_search_prunes_the_bad_trial_and_the_best_one_is_the_result(
     for t in complete:
         trial_results = json.loads((output / "trials" / str(t["number"]) / "results.json").read_text())
         assert t["value"] == trial_results["validation"]["eval_loss"]
-        assert len(t["intermediate"]) >= 2
+        assert len(t["intermediate"]) >= 3
+        assert t["intermediate"][str(trial_results["step"])] == t["value"]  # the final value is the last intermediate one
+        assert t["user_attrs"]["final"] == trial_results["final_model"]
 
     # The best Complete trial wins: its model is final/, results.json names its params.
     best = min(complete, key=lambda t: t["value"])

@@ -130,7 +130,11 @@ class LocalSearch:
             del recipe
             reset_accelerate()
         value = (results.get("validation") or {}).get(self.metric)
-        record = self.study.tell(number, value)
+        if value is not None:
+            # As the operator does: the final value is also the last intermediate one, so the
+            # pruner (and Hyperband's max_resource "auto") know how far a finished trial went.
+            self.study.report(number, results["step"], value)
+        record = self.study.tell(number, value, attrs={"final": results["final_model"], "metrics": results.get("validation")})
         if record.state == "Complete":
             self.log(f"trial {number} finished: {self.metric} {value:.4g}")
         else:
