@@ -15,7 +15,8 @@ package), for each seed it runs, through `tuneloop-train --config` in this proce
 Every run shares one split (the example's split.seed 7, cleaned once by tuneloop's own
 load_splits, written to <out>/data/), so all test accuracies are on the same 52 test tickets.
 Prints one line per run and a table of mean and range per arm; writes <out>/evidence-<arms>.json.
-Sized for a shared 2-core machine (one torch thread): 33-step runs, 30-step reduced runs.
+Sized for a shared 2-core machine (one torch thread): 33-step runs, 30-step reduced runs; about
+30 minutes per process there (docs/tuning.md has the figures).
 On a busy machine run the arms as two processes, e.g. `--arms default reduced` and `--arms search`.
 """
 
