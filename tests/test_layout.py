@@ -28,7 +28,7 @@ def test_operator_extra_never_pulls_torch():
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     heavy = ("torch", "transformers", "accelerate", "peft")
     assert not [d for d in extras["operator"] if d.startswith(heavy)]
-    code = "import sys, tuneloop.api.validate, tuneloop.trainer.config; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, tuneloop.api.validate, tuneloop.tuning.study, tuneloop.trainer.config; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

@@ -14,10 +14,14 @@ from tuneloop.api.schema import apply_defaults
 from tuneloop.api.typed import field_keys, help_text, key_of
 
 KINDS = list(crds.KINDS)
-# Where arbitrary Kubernetes objects are embedded on purpose.
+# Where arbitrary Kubernetes objects are embedded on purpose, and where a search's values
+# (a string, a number or a boolean, by the searched field) are kept.
+TUNING_VALUES = {"spec.tuning.searchSpace[].choices[]"}
 PRESERVED = {
-    "FineTuneJob": {"spec.resources.tolerations[]", "spec.resources.affinity"},
-    "MaintenancePolicy": {"spec.jobTemplate.spec.resources.tolerations[]", "spec.jobTemplate.spec.resources.affinity"},
+    "FineTuneJob": {"spec.resources.tolerations[]", "spec.resources.affinity", *TUNING_VALUES,
+                    "status.tuning.bestParams", "status.tuning.trials[].params"},
+    "MaintenancePolicy": {"spec.jobTemplate.spec.resources.tolerations[]", "spec.jobTemplate.spec.resources.affinity",
+                          *(f"spec.jobTemplate.{p}" for p in TUNING_VALUES)},
 }
 
 
@@ -36,7 +40,9 @@ def test_crd_is_structural(kind):
     preserved = set()
     for path, node in walk(crds.openapi_schema(kind)):
         assert "$ref" not in node, path
-        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
+        # Structural schemas allow a type-less node only with int-or-string or preserve-unknown-fields.
+        assert "type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields"), \
+            f"{path} has no type"
         if node.get("type") == "object" and "properties" in node:
             assert "additionalProperties" not in node, f"{path}: properties and additionalProperties together"
         if node.get("x-kubernetes-preserve-unknown-fields"):

@@ -90,6 +90,40 @@ def test_finetunejob_without_status_or_with_an_unobserved_spec_is_progressing():
     assert got == "Progressing" and "generation 2" in message
 
 
+def search_statuses() -> dict[str, dict]:
+    """Statuses the search controller's own `derive_search_status` writes (issue 14)."""
+    from tuneloop.api.finetunejob import FineTuneJobSpec
+    from tuneloop.operator.tuning.observe import TrialObservation
+    from tuneloop.operator.tuning.status import derive_search_status
+    from tuneloop.tuning.study import TrialRecord
+
+    spec = FineTuneJobSpec.from_dict({
+        "task": "regression", "model": {"source": "s3://m/b"}, "dataset": {"train": "s3://d/t"}, "output": {"uri": "s3://o/p/"},
+        "tuning": {"objective": {"metric": "mse"}, "trials": 2, "pruner": {"type": "none"},
+                   "searchSpace": [{"path": "training.learningRate", "low": 1e-4, "high": 1e-2, "log": True}]}})
+    lr = {"training.learningRate": 1e-3}
+    complete = TrialRecord(0, lr, "Complete", 0.2, user_attrs={"final": "s3://o/p/trials/0/final/"})
+    cases = {
+        "search starting": ([TrialRecord(0, lr)], {}),
+        "search training": ([complete, TrialRecord(1, lr)], {1: TrialObservation(1, "Active", "Training", "training")}),
+        "search trial stuck": ([TrialRecord(0, lr)], {0: TrialObservation(0, "Active", "ImagePullBackOff", "no image", stalled=True)}),
+        "search done": ([complete, TrialRecord(1, lr, "Pruned", 0.5)], {}),
+        "search all failed": ([TrialRecord(0, lr, "Failed"), TrialRecord(1, lr, "Failed")], {}),
+    }
+    return {name: derive_search_status(spec.tuning, records, observations, previous={}, generation=1, now=STATUS.NOW)
+            for name, (records, observations) in cases.items()}
+
+
+@pytest.mark.parametrize("name, expected, fragment", [
+    ("search starting", "Progressing", "0/2 trials done"), ("search training", "Progressing", "best so far trial 0"),
+    ("search trial stuck", "Degraded", "trial 0: no image"), ("search done", "Healthy", "best trial 0"),
+    ("search all failed", "Degraded", "NoTrialSucceeded"),
+])
+def test_finetunejob_health_of_a_search(name: str, expected: str, fragment: str) -> None:
+    got, message = health("FineTuneJob", {"metadata": {"name": "ft", "generation": 1}, "status": search_statuses()[name]})
+    assert got == expected and fragment in message, message
+
+
 def load_policy_table() -> Any:
     spec = importlib.util.spec_from_file_location("policy_table", REPO / "tests" / "operator" / "test_policy_decide.py")
     module = importlib.util.module_from_spec(spec)

@@ -44,6 +44,26 @@ def test_revision_is_an_owned_labelled_finetunejob_with_its_own_output() -> None
     assert validate_manifest(ftj).problems == []  # what we create passes the FineTuneJob's own checks
 
 
+def test_a_retrain_that_searches_starts_from_the_champions_best_params() -> None:
+    """Issue 14: the first trial of every retrain's search is the champion's own settings."""
+    template = copy.deepcopy(maintenancepolicy()["spec"]["jobTemplate"])
+    template["spec"]["training"] = {**template["spec"].get("training", {}), "evalEverySteps": 10}
+    template["spec"]["tuning"] = {"objective": {"metric": "eval_loss"}, "trials": 4, "parallelism": 2,
+                                  "searchSpace": [{"path": "training.learningRate", "low": 1e-5, "high": 1e-3, "log": True}]}
+    searching = spec(jobTemplate=template)
+    champion = {"training.learningRate": 2e-4}
+    ftj = build_revision(OWNER, searching, 4, "router-r4", champion)
+    assert json.loads(ftj["metadata"]["annotations"]["tuneloop.dev/enqueue-params"]) == champion
+    # Each revision's search its own seed: a retrain must not propose the previous one's trials again.
+    assert ftj["spec"]["tuning"]["seed"] == 4 and build_revision(OWNER, searching, 5, "router-r5")["spec"]["tuning"]["seed"] == 5
+    assert validate_manifest(ftj).problems == []
+    assert "annotations" not in build_revision(OWNER, searching, 4, "router-r4")["metadata"]
+    # A template without a search ignores the champion's params.
+    assert "tuneloop.dev/enqueue-params" not in build_revision(OWNER, spec(), 4, "router-r4", champion)["metadata"]["annotations"]
+    assert revision_run({"status": {"tuning": {"bestParams": champion}}}).best_params == champion
+    assert revision_run({"status": {}}).best_params is None
+
+
 def test_gate_job_scores_both_models_with_the_trainer_image_and_secret_references_only() -> None:
     request = EvaluationRequest("router-r3-gate", "gate", "r3", ("s3://models/out/demo/r3/final/", "s3://prod/v7/"))
     config_map, job = build_evaluation(OWNER, spec(), request)

@@ -51,6 +51,14 @@ def test_final_report(overrides: dict, metrics: dict, checkpoints: dict | None) 
         assert report["checkpoints"] == checkpoints
 
 
+def test_final_report_keeps_validation_metrics_apart_from_test_ones() -> None:
+    """A search selects on validation (issue 14): `metrics` lets test accuracy win by name."""
+    report = json.loads(final_report(RESULTS))
+    assert report["metrics"]["accuracy"] == 0.6
+    assert report["validation"] == {"eval_loss": 1.0, "accuracy": 0.5, "macro_f1": 0.4}
+    assert "validation" not in json.loads(final_report({**RESULTS, "validation": None}))
+
+
 def test_training_writes_the_final_report_to_the_termination_log(tmp_path: Path, tiny_bert: Path, run_inprocess: Any,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # Early stopping ends it at step 6 of 40 (see test_recipe): the report must say so, not 40/40.

@@ -19,3 +19,12 @@ def test_a_checkpoint_sets_duration_size_and_its_time() -> None:
     assert before <= sample(metrics, "tuneloop_trainer_last_checkpoint_timestamp_seconds") <= time.time()
     assert sample(metrics, "tuneloop_trainer_checkpoint_bytes") == 1234
     assert sample(metrics, "tuneloop_trainer_checkpoint_duration_seconds_count") == 1
+
+
+def test_an_evaluation_sets_its_metrics_and_its_step() -> None:
+    """A search's pruner compares trials at the step of their evaluations (issue 14)."""
+    metrics = TrainerMetrics("j", "ns")
+    metrics.set_eval({"eval_loss": 0.7, "accuracy": 0.6}, step=20)
+    assert sample(metrics, "tuneloop_trainer_eval_step") == 20
+    assert sample(metrics, "tuneloop_trainer_eval_metric", metric="accuracy") == 0.6
+    assert sample(metrics, "tuneloop_trainer_eval_loss") == 0.7

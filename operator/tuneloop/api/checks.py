@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
+from tuneloop.api import crds
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.api.typed import Problem, to_dict
+from tuneloop.api.schema import apply_defaults, check_cel_along, check_structure
+from tuneloop.api.tuning import apply_params, check_tuning, corner_params
+from tuneloop.api.typed import Problem, SpecError, to_dict
 
 # The bucket rules S3 enforces (3-63 chars, lowercase, digits, dots, hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -65,6 +69,11 @@ def secret_name(name: str) -> bool:
 def secret_value(value: str) -> str | None:
     """What kind of credential `value` looks like, or None."""
     return next((what for what, pattern in SECRET_VALUES if pattern.search(value)), None)
+
+DROPOUT_ROLES = ("all", "hidden", "attention", "classifier")
+AUGMENTATION_OPERATIONS = ("deletion", "swap", "insertion")
+# Ten extra rows per row is already far past where word edits stop adding information.
+MAX_AUGMENTATION_FACTOR = 10.0
 
 METRICS_BY_TASK = {
     "causal-lm-sft": {"eval_loss", "perplexity"},
@@ -144,6 +153,9 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
         if t.eval_every_steps is None:
             problems.append(Problem("spec.training.evalEverySteps", "is required with earlyStopping (it is evaluated at each evaluation)"))
 
+    problems += check_dropout(t.dropout)
+    problems += check_augmentation(spec)
+
     fields = spec.dataset.fields
     if spec.task != "causal-lm-sft" and fields.messages is not None:
         problems.append(Problem("spec.dataset.fields.messages", f"chat messages apply to causal-lm-sft only, not {spec.task}"))
@@ -183,5 +195,80 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
             given = [x for x in (source.secret_key_ref, source.config_map_key_ref, source.field_ref, source.resource_field_ref) if x is not None]
             if len(given) != 1:
                 problems.append(Problem(f"{path}.valueFrom", "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef"))
+    problems += check_tuning(spec, spec.task, METRICS_BY_TASK)
+    if spec.tuning is not None and not problems:
+        problems += check_trial_specs(spec, namespace)
     return problems
 
+
+def check_probability(value: float | None, path: str) -> list[Problem]:
+    """A dropout or augmentation probability: 0 <= p < 1 (p = 1 would drop everything)."""
+    if value is None or 0.0 <= value < 1.0:
+        return []
+    return [Problem(path, f"{value} is not a probability below 1; use a value with 0 <= p < 1 (e.g. 0.1)")]
+
+
+def check_dropout(dropout: Any) -> list[Problem]:
+    if dropout is None:
+        return []
+    problems: list[Problem] = []
+    for role in DROPOUT_ROLES:
+        problems += check_probability(getattr(dropout, role), f"spec.training.dropout.{role}")
+    if all(getattr(dropout, role) is None for role in DROPOUT_ROLES):
+        problems.append(Problem("spec.training.dropout", f"changes nothing; set one of {', '.join(DROPOUT_ROLES)} or remove it"))
+    return problems
+
+
+def check_augmentation(spec: FineTuneJobSpec) -> list[Problem]:
+    augmentation = spec.dataset.augmentation
+    if augmentation is None:
+        return []
+    at = "spec.dataset.augmentation"
+    if spec.task == "causal-lm-sft":
+        # Word edits would corrupt the responses the model learns to write.
+        return [Problem(at, "applies to sequence-classification and regression only, not causal-lm-sft; remove it")]
+    problems: list[Problem] = []
+    if not 0 < augmentation.factor <= MAX_AUGMENTATION_FACTOR:
+        problems.append(Problem(f"{at}.factor", f"{augmentation.factor} is out of range; give 0 < factor <= "
+                                                f"{MAX_AUGMENTATION_FACTOR:g} extra rows per training row"))
+    for op in AUGMENTATION_OPERATIONS:
+        problems += check_probability(getattr(augmentation, op), f"{at}.{op}")
+    if all(getattr(augmentation, op) == 0 for op in AUGMENTATION_OPERATIONS):
+        problems.append(Problem(at, f"every operation ({', '.join(AUGMENTATION_OPERATIONS)}) has probability 0, so the "
+                                    "extra rows would be copies; set one above 0 or remove augmentation"))
+    return problems
+
+
+def check_trial_specs(spec: FineTuneJobSpec, namespace: str | None) -> list[Problem]:
+    """Problems a trial's spec would have, blamed on the searchSpace entry that causes them.
+
+    Each end of each range and each choice is tried on its own on top of the job's spec: the
+    cross-field rules (lora fields need method lora, packing needs causal-lm-sft) live in the
+    spec checks, and a search must not discover them one failed trial at a time.
+    """
+    assert spec.tuning is not None
+    base = to_dict(spec)
+    schema = crds.job_template_spec_schema()
+    problems: list[Problem] = []
+    blamed: set[str] = set()
+    for i, params in corner_params(type(spec), spec.tuning):
+        ((path, value),) = params.items()
+        at = f"spec.tuning.searchSpace[{i}]"
+        if at in blamed:
+            continue
+        rendered = apply_params(base, params)
+        # The CRD's bounds (learningRate <= 1, lora.r <= 1024) as the API server would apply them,
+        # on the part a trial changes (training or dataset) and the rules on the way to the field.
+        root, *rest = path.split(".")
+        sub = schema["properties"][root]
+        found = check_structure(sub, apply_defaults(sub, rendered[root]), f"spec.{root}")
+        found += check_cel_along(schema, rendered, [root, *rest], "spec")
+        if not found:
+            try:
+                found = check_finetunejob(FineTuneJobSpec.from_dict(rendered), namespace)
+            except SpecError as err:
+                found = err.problems
+        if found:  # one problem per entry: the fix is the same for its other values
+            blamed.add(at)
+            problems.append(Problem(at, f"a trial with {path}={value!r} would be refused: {found[0]}"))
+    return problems

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tuneloop.api.tuning import TuningSpec
 from tuneloop.api.typed import from_dict, to_dict
 
 Task = Literal["causal-lm-sft", "sequence-classification", "regression"]
@@ -64,6 +65,17 @@ class CleaningSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AugmentationSpec:
+    """Extra training rows made by word-level edits (EDA, Wei & Zou 2019), for classification and regression."""
+
+    factor: float = opt(1.0, "Extra rows per training row (1 doubles the training split, 0.5 adds half as many).")
+    deletion: float = opt(0.1, "Probability that each word of an extra row is deleted (one word is always kept).")
+    swap: float = opt(0.1, "Probability that each word of an extra row swaps places with another word of it.")
+    insertion: float = opt(0.1, "Probability that a word from a row of the same class (regression: a row with a near "
+                                "target) is inserted after each word of an extra row.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
     train: str = req("Training data: an s3:// or local file, prefix or glob.")
     validation: str | None = opt(None, "Validation data; split off `train` when absent.")
@@ -72,6 +84,8 @@ class DatasetSpec:
     fields: FieldMap = opt(FieldMap, "Column mapping.")
     split: SplitSpec = opt(SplitSpec, "How to split train when validation/test are absent.")
     cleaning: CleaningSpec = opt(CleaningSpec, "Row cleaning before tokenisation.")
+    augmentation: AugmentationSpec | None = opt(None, "Extra training rows by word deletion, swap and same-class insertion "
+                                                      "(sequence-classification and regression; training split only; off when absent).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +105,16 @@ class EarlyStoppingSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DropoutSpec:
+    """Overrides of the base model's dropout probabilities, set in its config before it is built."""
+
+    all: float | None = opt(None, "Every dropout probability the architecture has (hidden, attention, classifier and others).")
+    hidden: float | None = opt(None, "Dropout on embeddings, residual and MLP outputs (hidden_dropout_prob, dropout, resid_pdrop, ...).")
+    attention: float | None = opt(None, "Dropout on attention probabilities (attention_probs_dropout_prob, attention_dropout, attn_pdrop).")
+    classifier: float | None = opt(None, "Dropout before the classification or regression head (classifier_dropout, seq_classif_dropout, ...).")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingSpec:
     method: Literal["full", "lora"] = opt("full", "Full fine-tune or LoRA adapters.")
     lora: LoraSpec | None = opt(None, "LoRA settings; only with method: lora.")
@@ -98,6 +122,7 @@ class TrainingSpec:
     max_steps: int | None = opt(None, "Optimizer steps; overrides epochs.")
     learning_rate: float = opt(2e-5, "Peak learning rate of AdamW.")
     weight_decay: float = opt(0.0, "AdamW weight decay (not applied to biases and norms).")
+    dropout: DropoutSpec | None = opt(None, "Override the model's dropout probabilities; the model's own when absent.")
     warmup_ratio: float = opt(0.0, "Fraction of steps spent warming the learning rate up from 0.")
     scheduler: Literal["linear", "cosine", "constant"] = opt("linear", "Learning-rate decay after warmup.")
     batch_size: int = opt(8, "Sequences per device per micro-batch.")
@@ -223,6 +248,7 @@ class FineTuneJobSpec:
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = opt(None, "Image pull policy.")
     image_pull_secrets: list[ImagePullSecret] = opt(list, "Secrets with registry credentials for a private trainer image.")
     env: list[EnvVar] = opt(list, "Extra environment variables for the trainer.")
+    tuning: TuningSpec | None = opt(None, "A hyperparameter search: trials of this spec with the searched fields set; the best trial's model is the result.")
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "spec") -> "FineTuneJobSpec":

@@ -8,6 +8,7 @@ exact `spec.a.b[2].c` path that `tuneloop validate` and the operator print.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -121,7 +122,7 @@ def _build(cls: type[T], data: Any, path: str, problems: list[Problem]) -> T:
     if not isinstance(data, dict):
         problems.append(Problem(path, f"must be an object, got {type(data).__name__}"))
         data = {}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {key_of(f): f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
@@ -135,6 +136,13 @@ def _build(cls: type[T], data: Any, path: str, problems: list[Problem]) -> T:
             problems.append(Problem(f"{path}.{key}", "is required"))
             kwargs[f.name] = None
     return cls(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Spec classes never change; resolving their string annotations each parse was the
+    # largest cost of checking a search's trial specs (issue 14).
+    return typing.get_type_hints(cls)
 
 
 def from_dict(cls: type[T], data: Any, path: str = "spec") -> T:
@@ -164,7 +172,7 @@ def to_dict(obj: Any) -> Any:
 
 def field_keys(cls: type) -> dict[str, Any]:
     """The tree of camelCase keys a dataclass accepts: used to check it against the CRD."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     tree: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
@@ -178,7 +186,7 @@ def field_keys(cls: type) -> dict[str, Any]:
 
 def help_text(cls: type) -> dict[str, str]:
     """`a.b.c` -> help string, for `tuneloop-train --help`."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     out: dict[str, str] = {}
     for f in dataclasses.fields(cls):
         key = key_of(f)

@@ -50,6 +50,13 @@ class Owner:
     name: str
     namespace: str
     uid: str
+    # What the children are named and labelled after: the FineTuneJob's name, or a search
+    # trial's `<name>-t<N>` (issue 14); the ownerReference always names the FineTuneJob.
+    children: str | None = None
+
+    @property
+    def base(self) -> str:
+        return self.children or self.name
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ def _metadata(owner: Owner, name: str, component: str, extra_labels: Mapping[str
     return {
         "name": name,
         "namespace": owner.namespace,
-        "labels": {**build_labels(owner.name, component), **extra_labels},
+        "labels": {**build_labels(owner.base, component), **extra_labels},
         "ownerReferences": [owner_reference(owner)],
     }
 
@@ -151,7 +158,7 @@ def build_config_map(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, config_map_name(owner.name), "config"),
+        "metadata": _metadata(owner, config_map_name(owner.base), "config"),
         "data": {CONFIG_KEY: render_trainer_config(spec)},
     }
 
@@ -174,10 +181,10 @@ def build_headless_service(owner: Owner, spec: FineTuneJobSpec, defaults: Traine
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, service_name(owner.name), "trainer"),
+        "metadata": _metadata(owner, service_name(owner.base), "trainer"),
         "spec": {
             "clusterIP": "None",
-            "selector": service_selector(owner.name, job_uid),
+            "selector": service_selector(owner.base, job_uid),
             # Rank 0 must resolve before it is Ready, or the other ranks cannot rendezvous.
             "publishNotReadyAddresses": True,
             "ports": [{"name": "dist", "port": defaults.master_port, "targetPort": defaults.master_port}],
@@ -199,7 +206,7 @@ def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = T
     res = spec.resources
     multi_node = res.nodes > 1
     env: list[dict[str, Any]] = [
-        {"name": "TUNELOOP_JOB_NAME", "value": owner.name},
+        {"name": "TUNELOOP_JOB_NAME", "value": owner.base},
         {"name": "TUNELOOP_NAMESPACE", "value": owner.namespace},
         {"name": "TUNELOOP_METRICS_PORT", "value": str(defaults.metrics_port)},
         {"name": "TUNELOOP_CACHE_DIR", "value": CACHE_DIR},
@@ -209,7 +216,7 @@ def build_env(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefaults = T
         {"name": "HOME", "value": "/tmp"},
         {"name": "NNODES", "value": str(res.nodes)},
         {"name": "NPROC_PER_NODE", "value": str(max(res.gpus_per_node, 1))},
-        {"name": "MASTER_ADDR", "value": master_addr(owner.name) if multi_node else "127.0.0.1"},
+        {"name": "MASTER_ADDR", "value": master_addr(owner.base) if multi_node else "127.0.0.1"},
         {"name": "MASTER_PORT", "value": str(defaults.master_port)},
     ]
     if multi_node:
@@ -298,7 +305,7 @@ def build_volumes(owner: Owner, spec: FineTuneJobSpec | None = None) -> tuple[li
         # cache (the base model) may need most of it.
         disk["sizeLimit"] = spec.resources.ephemeral_storage
     volumes = [
-        {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
+        {"name": "config", "configMap": {"name": config_map_name(owner.base)}},
         {"name": "tmp", "emptyDir": dict(disk)},
         {"name": "cache", "emptyDir": dict(disk)},
         # PyTorch DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
@@ -384,7 +391,7 @@ def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDef
         "volumes": volumes,
     }
     if res.nodes > 1:
-        pod["subdomain"] = service_name(owner.name)
+        pod["subdomain"] = service_name(owner.base)
     if spec.storage.service_account_name is not None:
         pod["serviceAccountName"] = spec.storage.service_account_name
     if spec.image_pull_secrets:
@@ -397,7 +404,7 @@ def build_pod_template(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDef
         pod["affinity"] = dict(res.affinity)
     if res.priority_class_name is not None:
         pod["priorityClassName"] = res.priority_class_name
-    return {"metadata": {"labels": build_labels(owner.name, "trainer"), "annotations": scrape_annotations(defaults.metrics_port)},
+    return {"metadata": {"labels": build_labels(owner.base, "trainer"), "annotations": scrape_annotations(defaults.metrics_port)},
             "spec": pod}
 
 
@@ -431,7 +438,7 @@ def build_trainer_job(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerDefa
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(owner, job_name(owner.name), "trainer", extra_labels),
+        "metadata": _metadata(owner, job_name(owner.base), "trainer", extra_labels),
         "spec": job_spec,
     }
 

@@ -274,9 +274,14 @@ def suspend_out_of_sync(spec: FineTuneJobSpec, job: Mapping[str, Any]) -> bool:
 # --- handlers ------------------------------------------------------------------------------------
 
 
-@kopf.on.resume(*FTJ, id="resume")
-@kopf.on.create(*FTJ, id="create")
-@kopf.on.update(*FTJ, field="spec", id="update")
+def _plain(spec: Mapping[str, Any], **_: Any) -> bool:
+    """Not a search: a FineTuneJob with spec.tuning is run by tuneloop.operator.tuning (issue 14)."""
+    return not (spec or {}).get("tuning")
+
+
+@kopf.on.resume(*FTJ, id="resume", when=_plain)
+@kopf.on.create(*FTJ, id="create", when=_plain)
+@kopf.on.update(*FTJ, field="spec", id="update", when=_plain)
 @metrics.instrumented(KIND, "reconcile")
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
               patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, old: Any, new: Any,
@@ -332,7 +337,7 @@ def _awaits_ttl(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) ->
     return is_finished(status) and (spec.get("runPolicy") or {}).get("ttlSecondsAfterFinished") is not None
 
 
-@kopf.timer(*FTJ, id="status", interval=INTERVALS.status_interval, when=_is_active)
+@kopf.timer(*FTJ, id="status", interval=INTERVALS.status_interval, when=kopf.all_([_plain, _is_active]))
 @metrics.instrumented(KIND, "status")
 async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
                          memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
@@ -393,7 +398,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
     metrics.record_phase(namespace, name, new.get("phase"), attempts=new.get("attempts"))
 
 
-@kopf.daemon(*FTJ, id="ttl", when=_awaits_ttl, cancellation_timeout=1.0)
+@kopf.daemon(*FTJ, id="ttl", when=kopf.all_([_plain, _awaits_ttl]), cancellation_timeout=1.0)
 @metrics.instrumented(KIND, "ttl")
 async def expire_finished_job(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
                               memo: kopf.Memo, trainer_jobs: kopf.Index, stopped: kopf.DaemonStopped, **_: Any) -> None:
@@ -432,7 +437,7 @@ def _is_running(status: Mapping[str, Any], **_: Any) -> bool:
     return (status or {}).get("phase") == "Running"
 
 
-@kopf.timer(*FTJ, id="progress", interval=INTERVALS.scrape_interval, when=_is_running)
+@kopf.timer(*FTJ, id="progress", interval=INTERVALS.scrape_interval, when=kopf.all_([_plain, _is_running]))
 @metrics.instrumented(KIND, "progress")
 async def scrape_progress(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
                           memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, logger: Any, **_: Any) -> None:

@@ -81,18 +81,18 @@ def build_trainer_jobset(owner: Owner, spec: FineTuneJobSpec, defaults: TrainerD
     pod.pop("subdomain", None)  # JobSet sets it from network.subdomain
     for var in pod["containers"][0]["env"]:
         if var["name"] == "MASTER_ADDR" and spec.resources.nodes > 1:
-            var["value"] = master_addr(owner.name)
+            var["value"] = master_addr(owner.base)
     policy = spec.run_policy
     extra_labels = {LABEL_KUEUE_QUEUE: policy.queue_name} if policy.queue_name else {}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
-        "metadata": _metadata(owner, jobset_name(owner.name), "trainer", extra_labels),
+        "metadata": _metadata(owner, jobset_name(owner.base), "trainer", extra_labels),
         "spec": {
             "suspend": suspend,
             "failurePolicy": build_failure_policy(spec),
             "successPolicy": {"operator": "All"},
-            "network": {"enableDNSHostnames": True, "subdomain": service_name(owner.name),
+            "network": {"enableDNSHostnames": True, "subdomain": service_name(owner.base),
                         # Rank 0 must resolve before it is Ready, or the other ranks cannot rendezvous.
                         "publishNotReadyAddresses": True},
             "replicatedJobs": [{

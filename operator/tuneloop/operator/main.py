@@ -22,6 +22,7 @@ import kopf
 
 from tuneloop.operator import handlers, metrics  # noqa: F401  (importing registers the handlers)
 from tuneloop.operator.policy import handlers as policy_handlers  # noqa: F401  (the MaintenancePolicy controller)
+from tuneloop.operator.tuning import handlers as tuning_handlers  # noqa: F401  (FineTuneJobs with spec.tuning)
 from tuneloop.operator.config import OperatorConfig
 from tuneloop.operator.kube import Kube
 

@@ -5,6 +5,8 @@ Command
     tuneloop-train --config FILE --evaluate-only [--model URI [--model URI2 ...]] [--data URI]
                    [--split test] [--results URI]        score a model (or several on the same rows),
                                                          write results; the report is the termination message
+    tuneloop-train --config FILE-WITH-tuning                      a hyperparameter search: the spec's trials one
+                                                         after another, the best trial's model as final/
     tuneloop-train --config FILE --new-data s3://bucket/prefix/ [--since TIME]
                                                          count new objects (MaintenancePolicy newData)
 
@@ -47,7 +49,9 @@ Termination message (TUNELOOP_TERMINATION_LOG; Kubernetes copies it into the pod
         {"step": N, "totalSteps": T, "epoch": E,
          "metrics": {"train_loss": .., "eval_loss": .. (validation), <test metrics by name, e.g.
                      "accuracy", "macro_f1">, "test_loss": ..},        numbers only; dropped if too long
-         "checkpoints": {"final": "<output.uri>/final/", "best": "<output.uri>/checkpoints/step-N"}}
+         "checkpoints": {"final": "<output.uri>/final/", "best": "<output.uri>/checkpoints/step-N"},
+         "validation": {"eval_loss": .., "accuracy": .., ...}}   the exported model's validation
+                     metrics by their eval names (a search's objective; absent without a validation split)
         The operator reads it into FineTuneJob status: progress is often scraped last a few
         steps before the end, and step < totalSteps when early stopping ended the run.
     The file is written only when it exists (Kubernetes creates it; a laptop has no
@@ -58,11 +62,14 @@ Storage layout under output.uri (s3://bucket/prefix or a local folder)
     final/                       Hugging Face format: config, tokenizer, safetensors,
                                  tuneloop.json (task, label names, base model); LoRA: the
                                  adapter, and merged/ when training.lora.merge is true
-    results.json                 validation/test metrics (test before and after), best checkpoint
+    results.json                 validation/test metrics (test before and after), best checkpoint;
+                                 a search: the best trial's, plus `tuning` (best trial, value, params, trials)
     data_report.json             rows in, dropped by reason, out; split sizes; packing (or why it
                                  was disabled); effective max_seq_length; rows truncated or trained
                                  on their last chat turn only (tokenized.rows_changed)
     evaluation/results.json      --evaluate-only's default results location
+    trials/<N>/                  a search's trial N: its own checkpoints/, final/, results.json
+    trials/study.json            a search's trial records (params, state, values); rerunning resumes it
 
 Metrics: see tuneloop.trainer.metrics (names prefixed tuneloop_trainer_, labels job, namespace).
 """
@@ -89,6 +96,7 @@ from tuneloop.trainer.config import (
     load_config,
     settings_help,
 )
+from tuneloop.api.checks import METRICS_BY_TASK
 
 TERMINATION_LOG_ENV = "TUNELOOP_TERMINATION_LOG"
 # Kubernetes keeps at most 4096 bytes of a termination message; the report stays well under.
@@ -242,6 +250,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"tuneloop-train: {scored['model']} on {scored['rows']} rows: {metrics_line}; results at {results['results_uri']}")
                 write_termination_message(report_line(results))
             return EXIT_OK
+        if spec.tuning is not None:  # a search: trials one after another (search.py)
+            from tuneloop.trainer.search import LocalSearch
+
+            results = LocalSearch(spec, settings, metrics).run()
+            if not settings.rank:
+                print(summary(results), flush=True)
+                write_termination_message(final_report(results))
+            return EXIT_OK
         recipe = Recipe(spec, settings, metrics=metrics)
         try:
             recipe.setup()
@@ -310,8 +326,18 @@ def summary(results: dict) -> str:
     if results.get("test"):
         lines.append(f"  test before: {fmt(results.get('test_before'))}")
         lines.append(f"  test after:  {fmt(results['test'])}")
+    if results.get("tuning"):
+        t = results["tuning"]
+        done = ", ".join(f"{row['number']} {row['state']}" + (f" {row['value']:.4g}" if row["value"] is not None else "")
+                         for row in t["trials"])
+        lines.append(f"  search: best trial {t['best_trial']} of {len(t['trials'])} ({t['metric']} {t['best_value']:.4g}); "
+                     f"trials: {done}")
+        lines.append(f"  best params: {json.dumps(t['best_params'])}")
     lines.append(f"  model written to {results['final_model']}")
     return "\n".join(lines)
+
+
+EVAL_METRICS = frozenset().union(*METRICS_BY_TASK.values())
 
 
 def final_report(results: Mapping[str, Any], max_bytes: int = REPORT_MAX_BYTES) -> str:
@@ -335,6 +361,13 @@ def final_report(results: Mapping[str, Any], max_bytes: int = REPORT_MAX_BYTES) 
         "metrics": {k: v for k, v in metrics.items() if number(v)},
         "checkpoints": {"final": results["final_model"].rstrip("/") + "/"},
     }
+    # The validation metrics of the exported model, under their own names: `metrics` lets the
+    # test split's accuracy/macro_f1/mse/mae win, and a search must select on validation only
+    # (spec.tuning.objective; issue 14).
+    # Only the metrics an objective may name (METRICS_BY_TASK), so this stays a few dozen bytes.
+    validation = {k: v for k, v in (results.get("validation") or {}).items() if k in EVAL_METRICS and number(v)}
+    if validation:
+        report["validation"] = validation
     for kind in ("best", "latest"):
         if results.get(f"{kind}_checkpoint"):
             report["checkpoints"][kind] = results[f"{kind}_checkpoint"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.trainer import data
+from tuneloop.trainer.augment import augment_rows
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.storage import StorageUnavailable, resolve_files
 
@@ -24,6 +25,7 @@ class Splits:
     reports: dict[str, data.CleaningReport]
     label_names: list[str] | None = None
     sources: dict[str, list[str]] = field(default_factory=dict)
+    augmentation: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
         """The data report JSON written to `<output.uri>/data_report.json`."""
@@ -35,6 +37,7 @@ class Splits:
             "rows": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)},
             "labels": self.label_names,
             "sources": self.sources,
+            **({"augmentation": self.augmentation} if self.augmentation else {}),
         }
 
 
@@ -55,8 +58,11 @@ def read_uri(uri: str, fmt: str | None, settings: RuntimeSettings) -> tuple[list
     return rows, [storage.child(k) for k in keys]
 
 
-def load_splits(spec: FineTuneJobSpec, settings: RuntimeSettings, *, only: str | None = None) -> Splits:
-    """Read, check, clean and split the dataset. `only` reads just that URI (evaluate-only)."""
+def load_splits(spec: FineTuneJobSpec, settings: RuntimeSettings, *, only: str | None = None, augment: bool = True) -> Splits:
+    """Read, check, clean and split the dataset, then augment the training split (if asked).
+
+    `only` reads just that URI (evaluate-only); `augment=False` scores the real rows only.
+    """
     ds = spec.dataset
     uris = {"train": ds.train, "validation": ds.validation, "test": ds.test} if only is None else {"test": only}
     cleaned: dict[str, list[data.Row]] = {}
@@ -96,4 +102,16 @@ def load_splits(spec: FineTuneJobSpec, settings: RuntimeSettings, *, only: str |
         labels = data.build_label_names(train, ds.fields.label)
         if len(labels) < 2:
             raise PermanentError(f"classification needs at least 2 labels in column `{ds.fields.label}`, found {labels}")
-    return Splits(train, validation, test, reports, labels, sources)
+    splits = Splits(train, validation, test, reports, labels, sources)
+    if augment and ds.augmentation is not None:
+        apply_augmentation(splits, spec)
+    return splits
+
+
+def apply_augmentation(splits: Splits, spec: FineTuneJobSpec) -> None:
+    """dataset.augmentation on the training split only, seeded by training.seed (see augment.py)."""
+    settings = spec.dataset.augmentation
+    splits.train, report = augment_rows(splits.train, spec.task, spec.dataset.fields, settings, spec.training.seed)
+    if report is not None and settings is not None:
+        splits.augmentation = {"factor": settings.factor, "deletion": settings.deletion, "swap": settings.swap,
+                               "insertion": settings.insertion, **report.to_dict()}

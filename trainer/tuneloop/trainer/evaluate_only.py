@@ -56,7 +56,7 @@ class Evaluation(Recipe):
         if adapter:
             with self.accelerator.local_main_process_first():
                 base_dir = fetch_model(info.get("base_model") or spec.model.source, self.settings)
-        self.splits = load_splits(spec, self.settings, only=data_uri) if data_uri else load_splits(spec, self.settings)
+        self.splits = load_splits(spec, self.settings, only=data_uri) if data_uri else load_splits(spec, self.settings, augment=False)
         if split != "test":
             self.splits.test = getattr(self.splits, split)
         labels = info.get("labels")

@@ -14,6 +14,8 @@ The operator scrapes these to fill `status.progress`, `status.metrics` and
     tuneloop_trainer_eval_loss                     loss of the last evaluation (validation)
     tuneloop_trainer_eval_metric{metric}           last evaluation's metrics (accuracy, macro_f1,
                                                    mse, mae, perplexity, eval_loss)
+    tuneloop_trainer_eval_step                     optimizer step of the last evaluation (a search's
+                                                   pruner compares trials at the same step)
     tuneloop_trainer_learning_rate                 current learning rate
     tuneloop_trainer_grad_norm                     gradient norm before clipping
     tuneloop_trainer_tokens_per_second             input tokens/s over all ranks
@@ -60,6 +62,7 @@ class TrainerMetrics:
                 "eta_seconds": "Estimated seconds until training ends.",
                 "train_loss": "Mean training loss of the last optimizer step.",
                 "eval_loss": "Validation loss of the last evaluation.",
+                "eval_step": "Optimizer step of the last evaluation (validation).",
                 "learning_rate": "Current learning rate.",
                 "grad_norm": "Gradient norm before clipping.",
                 "tokens_per_second": "Input tokens per second over all ranks.",
@@ -94,7 +97,11 @@ class TrainerMetrics:
             if value is not None:
                 self._gauges[name].labels(**self.labels).set(value)
 
-    def set_eval(self, metrics: dict[str, float]) -> None:
+    def set_eval(self, metrics: dict[str, float], step: int | None = None) -> None:
+        # The step first: a scrape between the two writes pairs new values with the old step
+        # at worst never old values with a new step (the operator's pruner reads the pair).
+        if step is not None:
+            self.set(eval_step=step)
         for name, value in metrics.items():
             self.eval_metric.labels(**self.labels, metric=name).set(value)
         if "eval_loss" in metrics:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
+from tuneloop.trainer.dropout import dropout_overrides
 from tuneloop.trainer.storage import local_path_inside, open_storage, unsafe_key_reason
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -93,17 +94,37 @@ def load_tokenizer(model_dir: Path) -> Any:
     return tokenizer
 
 
+def resolve_dropout(spec: FineTuneJobSpec, model_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """training.dropout as config attribute -> probability for this model, and the model's own values.
+
+    Read from the full config (class defaults included: BERT's `classifier_dropout` is not in
+    every config.json), before the model is built, because modules read them at construction.
+    """
+    if spec.training.dropout is None:
+        return {}, {}
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False).to_dict()
+    except (OSError, ValueError, KeyError) as e:
+        raise PermanentError(f"cannot read the model config at {spec.model.source}: {str(e).strip().splitlines()[0]}") from None
+    overrides = dropout_overrides(config, spec.training.dropout, str(config.get("model_type") or ""))
+    return overrides, {attr: config.get(attr) for attr in overrides}
+
+
 def load_model(spec: FineTuneJobSpec, model_dir: Path, label_names: list[str] | None, tokenizer: Any, *,
-               dtype: Any = None) -> Any:
+               dtype: Any = None, config_overrides: dict[str, Any] | None = None) -> Any:
     """The task's model class from `model_dir`, with a fresh head for classification/regression.
 
     `dtype` (precision.load_dtype) is always explicit in the recipe: transformers 5's default
     "auto" keeps the checkpoint's storage dtype, so bf16 Hub models trained in pure bf16.
+    `config_overrides` (resolve_dropout) set config attributes before the modules are built.
     """
     import torch
     import transformers
 
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True, "dtype": dtype or torch.float32}
+    kwargs.update(config_overrides or {})
     if spec.training.attention_implementation != "auto":
         kwargs["attn_implementation"] = spec.training.attention_implementation
     if spec.task == "causal-lm-sft":

@@ -47,12 +47,17 @@ from tuneloop.trainer.examples import encode_split
 from tuneloop.trainer.export import export_model
 from tuneloop.trainer.evaluation import DEFAULT_METRIC, metric_direction_ok, task_metrics
 from tuneloop.trainer.metrics import TrainerMetrics
-from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer, sequence_limit
+from tuneloop.trainer.dropout import describe as describe_dropout
+from tuneloop.trainer.model import apply_training_method, fetch_model, load_model, load_tokenizer, resolve_dropout, sequence_limit
 from tuneloop.trainer.precision import load_dtype, mixed_precision, upcast_trainable
 from tuneloop.trainer.storage import Storage, open_storage
 
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was published. The CLI exits EXIT_PREEMPTED (retryable)."""
+
+
+class TrialPruned(Exception):
+    """`on_evaluate` asked to stop: a search trial whose evaluations are not promising (search.py)."""
 
 
 def quiet_transformers() -> None:
@@ -64,8 +69,12 @@ def quiet_transformers() -> None:
 
 class Recipe:
     def __init__(self, spec: FineTuneJobSpec, settings: RuntimeSettings, *,
-                 metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print):
+                 metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print,
+                 on_evaluate: Callable[[int, dict[str, float]], bool] | None = None):
+        """`on_evaluate(step, validation metrics)` is called after each evaluation during
+        training; True stops the run with TrialPruned (a search's pruner, search.py)."""
         self.spec = spec
+        self.on_evaluate = on_evaluate
         self.settings = settings
         self.metrics = metrics or TrainerMetrics(settings.job_name, settings.namespace)
         self._log = log
@@ -109,8 +118,11 @@ class Recipe:
         self.tokenizer = load_tokenizer(self.model_dir)
         set_seed(training.seed)  # same fresh head on every rank
         mixed = self.accelerator.mixed_precision
+        self.dropout, dropout_before = resolve_dropout(spec, self.model_dir)
+        if self.dropout:
+            self.log(f"dropout: {describe_dropout(self.dropout, dropout_before)}")
         model = load_model(spec, self.model_dir, self.splits.label_names, self.tokenizer,
-                           dtype=load_dtype(mixed, trainable=training.method == "full"))
+                           dtype=load_dtype(mixed, trainable=training.method == "full"), config_overrides=self.dropout)
         model = upcast_trainable(apply_training_method(model, spec))
         self.max_seq_length = self.fit_max_seq_length(model)
 
@@ -219,6 +231,10 @@ class Recipe:
         if self.is_main:
             self.output.write_bytes("data_report.json", json.dumps(report, indent=1).encode())
             self.log(f"data: {report['rows']}, labels: {report['labels']}" if report["labels"] else f"data: {report['rows']}")
+            if report.get("augmentation"):
+                a = report["augmentation"]
+                self.log(f"augmentation: {a['added']} extra training rows from {a['rows_in']} ({a['deleted_words']} words deleted, "
+                         f"{a['swapped_words']} swapped, {a['inserted_words']} inserted; {a['unchanged']} unchanged)")
 
     def build_optimizer(self, model: Any) -> torch.optim.Optimizer:
         """AdamW with decoupled weight decay, none on biases and norms (transformers.Trainer's rule)."""
@@ -301,6 +317,9 @@ class Recipe:
                 if self.examples["validation"] and not last and (eval_due or (evaluates and save_now and not stop_now)):
                     evaluated = self.evaluate("validation")
                     stopping_early = self.track_best(evaluated)
+                    if self.on_evaluate is not None and self.on_evaluate(state.step, evaluated):
+                        progress.close()
+                        raise TrialPruned(f"pruned at step {state.step} of {self.total_steps}")
                     save_now = save_now or (self.export_best and state.best_step == state.step)
                 if save_now:
                     self.save_checkpoint(evaluated, wait=stop_now)
@@ -410,7 +429,7 @@ class Recipe:
             preds, golds = [p for ps in preds for p in ps], [g for gs in golds for g in gs]
         result = task_metrics(task, totals[0] / max(totals[1], 1), preds, golds)
         if split == "validation":
-            self.metrics.set_eval(result)
+            self.metrics.set_eval(result, step=self.state.step)
             self.state.history.append({"step": self.state.step, **result})
         return result
 
@@ -466,6 +485,8 @@ class Recipe:
                              "epoch": round(state.step / self.steps_per_epoch, 4), "train_loss": state.last_train_loss,
                              "train_seconds": round(state.train_seconds, 2), "history": state.history,
                              "final_model": self.output.child("final"), "exported_step": self.exported_step})
+        if self.dropout:
+            self.results["dropout"] = dict(self.dropout)  # what training.dropout set, by config attribute
         if self.is_main:
             self.publisher.wait()
             checkpoints = self.publisher.complete_checkpoints()

@@ -8,6 +8,7 @@ names come from `decide` (deterministic), so a pass repeated after a restart ren
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Mapping
 
 import yaml
@@ -20,6 +21,7 @@ from tuneloop.operator.builders import (
     build_pod_template,
 )
 from tuneloop.operator.policy.model import DATA, EvaluationRequest
+from tuneloop.operator.tuning.builders import ANNOTATION_ENQUEUE
 
 KIND = "MaintenancePolicy"
 PLURAL = "maintenancepolicies"
@@ -57,8 +59,14 @@ def revision_spec(spec: MaintenancePolicySpec, revision: str) -> FineTuneJobSpec
     return dataclasses.replace(template, output=dataclasses.replace(template.output, uri=revision_output(spec, revision)))
 
 
-def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name: str) -> dict[str, Any]:
-    """The FineTuneJob `<policy>-r<N>` from jobTemplate: owned, labelled, its own output.uri."""
+def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name: str,
+                   champion_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The FineTuneJob `<policy>-r<N>` from jobTemplate: owned, labelled, its own output.uri.
+
+    A template that searches (`tuning`): the revision's search is seeded `tuning.seed + N`, or
+    every retrain would propose the previous one's trials again; and when the champion searched
+    too, its best params are the first trial (ANNOTATION_ENQUEUE), so the retrain searches
+    around them."""
     template = spec.job_template
     revision = f"r{number}"
     labels = {**template.metadata.labels, **policy_labels(owner.name, "revision"), LABEL_REVISION: revision}
@@ -66,8 +74,12 @@ def build_revision(owner: Owner, spec: MaintenancePolicySpec, number: int, name:
                                 "ownerReferences": [policy_reference(owner)]}
     if template.metadata.annotations:
         metadata["annotations"] = dict(template.metadata.annotations)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob", "metadata": metadata,
-            "spec": revision_spec(spec, revision).to_dict()}
+    if champion_params and template.spec.tuning is not None:
+        metadata.setdefault("annotations", {})[ANNOTATION_ENQUEUE] = json.dumps(dict(champion_params), sort_keys=True)
+    body = revision_spec(spec, revision).to_dict()
+    if template.spec.tuning is not None:
+        body["tuning"]["seed"] = template.spec.tuning.seed + number
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob", "metadata": metadata, "spec": body}
 
 
 def evaluation_spec(spec: MaintenancePolicySpec, revision: str) -> FineTuneJobSpec:

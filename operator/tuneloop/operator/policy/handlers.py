@@ -125,13 +125,14 @@ async def observe(spec: MaintenancePolicySpec | None, problems: list[str], body:
 
 
 def carry_out(kube: Kube, body: kopf.Body, owner: Owner, spec: MaintenancePolicySpec, action: Action,
-              known_jobs: set[str], memo: kopf.Memo, logger: Any) -> dict[str, Any]:
+              known_jobs: set[str], memo: kopf.Memo, logger: Any, champion_params: Mapping[str, Any] | None = None,
+              ) -> dict[str, Any]:
     """Create, publish, delete; returns the status to write (with `published` undone if the
     target could not be written: the next pass tries again)."""
     status = dict(action.status)
     for new in action.create:
         try:
-            kube.create(build_revision(owner, spec, new.number, new.name))
+            kube.create(build_revision(owner, spec, new.number, new.name, champion_params))
         except kopf.PermanentError as exc:
             # Refused (400/422: a webhook, a schema): the next pass marks the revision Failed
             # in status (decide), instead of failing every pass before the status is written.
@@ -203,8 +204,9 @@ async def maintain(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: 
     new = action.status
     if parsed is not None and not problems:
         known = {j["metadata"]["name"] for j in policy_jobs.get((namespace, name), ()) if owned_by(j, uid)}
+        champion = obs.revisions.get(((new.get("champion") or {}).get("job")) or "")
         new = await asyncio.to_thread(carry_out, memo.kube, body, Owner(name, namespace, uid), parsed, action, known,
-                                      memo, logger)
+                                      memo, logger, champion.best_params if champion else None)
     for type_, reason, message in action.events:
         kopf.event(body, type=type_, reason=reason, message=message)
     changes = status_patch(state, new)

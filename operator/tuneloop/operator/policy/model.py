@@ -38,6 +38,8 @@ class RevisionRun:
     model_uri: str | None = None
     completed: str | None = None
     message: str = ""
+    # status.tuning.bestParams of a revision that searched: the next retrain starts from them.
+    best_params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

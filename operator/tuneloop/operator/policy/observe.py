@@ -29,7 +29,8 @@ def revision_run(ftj: Mapping[str, Any]) -> RevisionRun:
     status = ftj.get("status") or {}
     return RevisionRun(phase=status.get("phase"), model_uri=(status.get("checkpoints") or {}).get("final"),
                        completed=status.get("completionTime"),
-                       message=f"{status.get('reason', '')}: {status.get('message', '')}".strip(": "))
+                       message=f"{status.get('reason', '')}: {status.get('message', '')}".strip(": "),
+                       best_params=(status.get("tuning") or {}).get("bestParams") or None)
 
 
 def _condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
