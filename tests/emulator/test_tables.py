@@ -77,5 +77,5 @@ def test_kubectl_get_prints_the_printer_columns() -> None:
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         header, line = run.stdout.splitlines()
-        assert header.split() == ["NAME", "TASK", "PHASE", "PROGRESS", "STEP", "LOSS", "ATTEMPTS", "AGE"]
+        assert header.split() == ["NAME", "TASK", "PHASE", "PROGRESS", "TRIALS", "STEP", "LOSS", "ATTEMPTS", "AGE"]
         assert line.split()[:2] == ["router", "sequence-classification"]
