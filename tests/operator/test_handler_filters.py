@@ -39,3 +39,18 @@ def test_forget_deleted_runs_only_for_the_deleted_event(event: str | None, expec
 @pytest.mark.parametrize("status, expected", [({}, False), (RUNNING, True), (SUCCEEDED, False)])
 def test_the_status_timer_runs_only_while_a_job_is_active(status: dict, expected: bool) -> None:
     assert runs("status", status=status) is expected
+
+
+def test_a_restart_resumes_a_finished_job_without_parsing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only its phase gauge is set again; its spec is not parsed and nothing is looked up."""
+    from tuneloop.operator import metrics
+    from tuneloop.operator.config import OperatorConfig
+
+    parsed: list[str] = []
+    monkeypatch.setattr(handlers, "parse", lambda spec, name, *args: parsed.append(name) or (None, []))
+    body = kopf.Body({"metadata": {"name": "done", "namespace": "ml", "uid": "u-done", "generation": 1}})
+    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={})
+    handlers.reconcile(body=body, spec={}, status=SUCCEEDED, name="done", namespace="ml", uid="u-done", patch=kopf.Patch(),
+                       memo=memo, trainer_jobs=None, trainer_pods=None, old=None, new=None, reason="resume")
+    assert parsed == [] and memo.written == {}
+    assert metrics._phase_of[("ml", "done")] == "Succeeded"
