@@ -105,6 +105,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def wait_quiet(pid: int, timeout: float, busy: float = 0.1) -> float:
+    """Seconds until the process uses under `busy` of a core over one second (bounded)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < busy:
+            break
+    return time.monotonic() - started
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """VmHWM (peak resident set) and VmRSS of a live process, in MB."""
     values = dict(re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M))
@@ -295,6 +306,7 @@ def main() -> int:
             print(f"operator pid {operator.proc.pid} started: memory {memory_mb(operator.proc.pid)}; "
                   f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
+            idle_window("no jobs (the operator's own floor)", emulator.url, operator, args.idle / 2, 0)
             first = [f"a-{i:05d}" for i in range(args.jobs)]
             measure_batch("phase 1", api, emulator.url, watch, operator, first, args.rate, args.settle)
             idle_window(f"{args.jobs} active jobs (Pending, nothing changes)", emulator.url, operator, args.idle, args.jobs)
@@ -302,20 +314,27 @@ def main() -> int:
             if args.skip_finished:
                 return 0
 
-            t0 = time.monotonic()
+            t0, before = time.monotonic(), served(emulator.url)
             complete_jobs(api, first)
             done = wait_succeeded(api, first, timeout=max(120.0, args.jobs / 5))
-            print(f"\n== phase 2: {done}/{args.jobs} Jobs completed -> FineTuneJobs Succeeded in {time.monotonic() - t0:.1f} s")
+            time.sleep(args.settle)
+            finishing = operator_requests(before, served(emulator.url))
+            print(f"\n== phase 2: {done}/{args.jobs} Jobs completed -> FineTuneJobs Succeeded in {time.monotonic() - t0:.1f} s; "
+                  f"operator: {sum(finishing.values()) / args.jobs:.2f} API requests per finished job")
+            print(breakdown(finishing, args.jobs))
             idle_window(f"{args.jobs} finished jobs", emulator.url, operator, args.idle, args.jobs)
             print(f"   operator peak memory over phase 1 and the finishing: {memory_mb(operator.proc.pid)}")
 
             before = served(emulator.url)
             operator.stop()
+            t0 = time.monotonic()
             operator.start(timeout=60)
-            time.sleep(args.settle)
+            quiet = wait_quiet(operator.proc.pid, timeout=300) + time.monotonic() - t0 - 1.0
+            cpu = cpu_seconds(operator.proc.pid)
             restart = operator_requests(before, served(emulator.url))
-            print(f"\n== operator restarted with {args.jobs} finished jobs in the store: {sum(restart.values())} requests "
-                  f"in its first {args.settle:.0f} s, memory {memory_mb(operator.proc.pid)}")
+            print(f"\n== operator restarted with {args.jobs} finished jobs in the store: busy for {quiet:.1f} s "
+                  f"(start to under 10% of a core; {cpu:.1f} s CPU, imports included), {sum(restart.values())} requests, "
+                  f"memory {memory_mb(operator.proc.pid)}")
             print(breakdown(restart, 1))
             second = [f"b-{i:05d}" for i in range(args.jobs)]
             measure_batch(f"phase 2 ({args.jobs} finished jobs in the store)", api, emulator.url, watch, operator, second,

@@ -50,12 +50,33 @@ INTERVALS = OperatorConfig.from_env()
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
 def trainer_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, labels[LABEL_FINETUNEJOB]): dict(body)}
+    return {(namespace, labels[LABEL_FINETUNEJOB]): indexed_job(body)}
 
 
 @kopf.index("v1", "pods", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
 def trainer_pods(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, labels[LABEL_FINETUNEJOB]): dict(body)}
+    return {(namespace, labels[LABEL_FINETUNEJOB]): indexed_pod(body)}
+
+
+# The indexes hold every Job and pod for the operator's life, finished jobs' Jobs too, so
+# they keep only what is read of them (status.py, scrape.py, builders' suspend checks).
+# A whole Job is ~20 KB of Python objects, most of it the pod template (issue 15).
+
+
+def _metadata(body: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+
+
+def indexed_job(body: Mapping[str, Any]) -> dict:
+    """A Job without its pod template."""
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "template"}
+    return {"metadata": _metadata(body), "spec": spec, "status": dict(body.get("status") or {})}
+
+
+def indexed_pod(body: Mapping[str, Any]) -> dict:
+    """A pod with only its containers' names and ports (where the trainer's metrics are served)."""
+    containers = [{"name": c.get("name"), "ports": c.get("ports") or []} for c in (body.get("spec") or {}).get("containers") or ()]
+    return {"metadata": _metadata(body), "spec": {"containers": containers}, "status": dict(body.get("status") or {})}
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
