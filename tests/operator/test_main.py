@@ -19,6 +19,7 @@ def test_configure_sets_every_kopf_setting(monkeypatch: pytest.MonkeyPatch, stan
     main.configure(settings=settings, memo=memo, logger=logging.getLogger("test"))
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.watching.connect_timeout and settings.networking.request_timeout
+    assert settings.watching.chunk_size == 500  # paged initial lists: bounded memory at a restart
     assert settings.persistence.finalizer == "tuneloop.dev/finalizer"
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert settings.posting.enabled and settings.posting.level == logging.ERROR

@@ -36,6 +36,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # List in pages, as kubectl does: kopf's default lists every object in one response, and
+    # parsing 2,000 FineTuneJobs or Jobs at once was the operator's peak memory at a restart
+    # (issue 15, bench/operator_scale.py).
+    settings.watching.chunk_size = 500
     # Any other API request kopf makes (patches, events, peering) must not hang either.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 30
