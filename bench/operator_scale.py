@@ -341,12 +341,12 @@ def main() -> int:
                           args.rate, args.settle)
             idle_window(f"{args.jobs} active + {args.jobs} finished jobs", emulator.url, operator, args.idle, args.jobs)
             emulator_rate(api, emulator.url, emulator, first + second)
-        finally:
-            if watch is not None:
-                watch.close()
+        finally:  # the emulator before our watch: closing a stream mid-read blocks until it ends
             if operator is not None:
                 operator.stop()
             emulator.stop()
+            if watch is not None:
+                watch.close()
     return 0
 
 
