@@ -54,3 +54,48 @@ def test_a_restart_resumes_a_finished_job_without_parsing_it(monkeypatch: pytest
                        memo=memo, trainer_jobs=None, trainer_pods=None, old=None, new=None, reason="resume")
     assert parsed == [] and memo.written == {}
     assert metrics._phase_of[("ml", "done")] == "Succeeded"
+
+
+SPEC = {"task": "sequence-classification", "model": {"source": "s3://models/base/minilm/"},
+        "dataset": {"train": "s3://data/tickets/train.csv"}, "output": {"uri": "s3://models/out/demo/"},
+        "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"}}
+
+
+@pytest.mark.parametrize("created_ago, recreated", [(None, True), (5.0, False), (handlers.JOB_EXPECTED_FOR + 1, True)])
+def test_a_status_pass_waits_for_a_job_just_created_to_reach_the_index(
+        monkeypatch: pytest.MonkeyPatch, created_ago: float | None, recreated: bool) -> None:
+    """Controller expectations: a Job we made seconds ago and the index does not show yet is not
+    made again (five requests per pass while the watch lags); one never seen for a minute is."""
+    import asyncio
+    import time
+
+    from tuneloop.operator.config import OperatorConfig
+
+    calls: list[str] = []
+    monkeypatch.setattr(handlers, "ensure_children", lambda kube, body, owner, *_: calls.append(owner.name))
+    uid = "u-new"
+    body = kopf.Body({"metadata": {"name": "new", "namespace": "ml", "uid": uid, "generation": 1}, "spec": SPEC})
+    created = {} if created_ago is None else {uid: time.monotonic() - created_ago}
+    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={}, restarted={}, job_created=created, kube=None)
+    status = {"phase": "Pending", "reason": "CreatingJob"}
+    asyncio.run(handlers.refresh_status(body=body, spec=SPEC, status=status, name="new", namespace="ml", uid=uid,
+                                        patch=kopf.Patch(), memo=memo, trainer_jobs={}, trainer_pods={}))
+    assert calls == (["new"] if recreated else [])
+    assert (uid in memo.job_created) is (recreated or created_ago is not None)
+
+
+def test_a_job_seen_in_the_index_ends_the_expectation() -> None:
+    import asyncio
+    import time
+
+    from tuneloop.operator.config import OperatorConfig
+
+    uid = "u-seen"
+    body = kopf.Body({"metadata": {"name": "seen", "namespace": "ml", "uid": uid, "generation": 1}, "spec": SPEC})
+    job = {"metadata": {"name": "seen-trainer", "uid": "job-uid", "ownerReferences": [{"uid": uid}]},
+           "spec": {"suspend": False}, "status": {}}
+    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={}, restarted={}, job_created={uid: time.monotonic()}, kube=None)
+    asyncio.run(handlers.refresh_status(body=body, spec=SPEC, status={"phase": "Pending", "reason": "CreatingJob"}, name="seen",
+                                        namespace="ml", uid=uid, patch=kopf.Patch(), memo=memo,
+                                        trainer_jobs={("ml", "seen"): [job]}, trainer_pods={}))
+    assert memo.job_created == {}

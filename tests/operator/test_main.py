@@ -26,7 +26,7 @@ def test_configure_sets_every_kopf_setting(monkeypatch: pytest.MonkeyPatch, stan
     assert settings.peering.name == "tuneloop"
     assert settings.peering.standalone is standalone and settings.peering.mandatory is not standalone
     assert settings.peering.priority == priority if priority is not None else settings.peering.priority > 0
-    assert memo.kube == "kube" and memo.written == {} and memo.parsed == {}
+    assert memo.kube == "kube" and memo.written == {} and memo.parsed == {} and memo.job_created == {}
 
 
 def test_flags() -> None:

@@ -141,6 +141,19 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Controller "expectations", as Kubernetes' own Job and ReplicaSet controllers keep them: a Job
+# made moments ago may not be in the index yet when the watch lags behind (a busy API server,
+# 1,000 jobs at once). Creating it again costs five requests per job and status pass and
+# deepens the lag (issue 15, bench/operator_scale.py); past this many seconds unseen, it was
+# deleted before we ever saw it, and is made again.
+JOB_EXPECTED_FOR = 60.0
+
+
+def awaiting_job(created_at: float | None, now: float, grace: float = JOB_EXPECTED_FOR) -> bool:
+    """Whether a Job missing from the index was created by us too recently to make it again."""
+    return created_at is not None and now - created_at < grace
+
+
 def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], new: Mapping[str, Any], patch: kopf.Patch) -> None:
     """Patch what changed (nothing: no API call), with an Event per transition."""
     changes = status_patch(current, new)
@@ -248,6 +261,8 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
     if job is None and not lingering:  # else the status timer creates it once they are gone
         try:
             blocked = ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+            if blocked is None:
+                memo.job_created[uid] = time.monotonic()
         except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
             reject(body, memo, status, [Problem("spec", str(exc))], patch, reason=CHILD_REJECTED)
     else:
@@ -293,11 +308,17 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
 
     pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
     restarted = blocked = None
+    if job is not None:
+        memo.job_created.pop(uid, None)  # seen: a later disappearance is a deletion
     if parsed is not None and not problems:
-        if job is None and not pods:
+        if job is None and not pods and awaiting_job(memo.job_created.get(uid), time.monotonic()):
+            pass  # made moments ago; the index has not caught up yet
+        elif job is None and not pods:
             # Deleted behind our back, or by a group restart: (re)create it; the trainer
             # resumes from the newest checkpoint.
             blocked = await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
+            if blocked is None:
+                memo.job_created[uid] = time.monotonic()
         elif job is None:
             pass  # the previous Job's pods still run: never two generations at once
         elif restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now()):
@@ -385,6 +406,7 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.written.pop(body.metadata.uid, None)
     memo.parsed.pop(body.metadata.uid, None)
     getattr(memo, "restarted", {}).pop(body.metadata.uid, None)
+    getattr(memo, "job_created", {}).pop(body.metadata.uid, None)
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
 
 

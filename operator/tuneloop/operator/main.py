@@ -69,6 +69,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.kube = Kube()
     memo.written = {}  # uid -> the status we wrote last (watch events may lag behind)
     memo.parsed = {}  # uid -> (generation, parsed spec and problems)
+    memo.job_created = {}  # FineTuneJob uid -> when we created its Job, until the index shows it
     memo.restarted = {}  # FineTuneJob uid -> uid of the Job last deleted for a group restart (counted once)
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
