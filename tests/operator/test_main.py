@@ -20,13 +20,14 @@ def test_configure_sets_every_kopf_setting(monkeypatch: pytest.MonkeyPatch, stan
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.watching.connect_timeout and settings.networking.request_timeout
     assert settings.watching.inactivity_timeout == 70 and settings.networking.enforce_retry_after is True
+    assert settings.watching.chunk_size == 500  # paged initial lists: bounded memory at a restart
     assert settings.persistence.finalizer == "tuneloop.dev/finalizer"
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert settings.posting.enabled and settings.posting.level == logging.ERROR
     assert settings.peering.name == "tuneloop"
     assert settings.peering.standalone is standalone and settings.peering.mandatory is not standalone
     assert settings.peering.priority == priority if priority is not None else settings.peering.priority > 0
-    assert memo.kube == "kube" and memo.written == {} and memo.parsed == {}
+    assert memo.kube == "kube" and memo.written == {} and memo.parsed == {} and memo.job_created == {}
 
 
 def test_flags() -> None:

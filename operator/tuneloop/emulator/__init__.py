@@ -7,6 +7,8 @@ selectors, patches, CRD schemas), indexed to stay fast with thousands of objects
 - `Emulator`: the kmock handler; serve it with `EmulatorServer` inside an event loop.
 - `BackgroundEmulator`: both in a background thread, with a kubeconfig written for clients.
 - `load_crds`, `write_kubeconfig`: helpers; `python -m tuneloop.emulator --help` runs it.
+- `GET /metrics`: requests served, as `apiserver_request_total{client,verb,resource,subresource}`
+  (`client` is the User-Agent's product), so a benchmark counts what an operator asked for.
 - `kubelet.Kubelet` (with `jobcontroller.py`): the Job controller and kubelet of one node.
 - `Fault`, `emulator.faults` (faults.py): injected API errors for reliability tests (409, 429
   with Retry-After, 500, dropped connections, watch streams that end or go silent).

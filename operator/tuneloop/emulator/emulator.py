@@ -15,6 +15,7 @@ What is kmock's and what is ours:
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ class Emulator(kmock.KubernetesEmulator):
 
     _api: ApiServer = attrs.field(init=False)
     _request_count: int = attrs.field(init=False, default=0)  # the log is trimmed; ids keep growing
+    # (client, verb, resource, subresource) -> requests served: what `GET /metrics` reports.
+    request_counts: collections.Counter[tuple[str, str, str, str]] = attrs.field(init=False, factory=collections.Counter)
 
     def __attrs_post_init__(self) -> None:
         # Not calling kmock's: it registers the DSL fallbacks we replace with direct routing.
@@ -107,6 +110,8 @@ class Emulator(kmock.KubernetesEmulator):
                 return await kmock.RawHandler._handle(self, request)
             except NotImplementedError:
                 pass  # no reaction matched: serve it as the API server would
+        if request.url.path == "/metrics" and request.method == "GET":
+            return aiohttp.web.Response(text=request_metrics(self.request_counts), content_type="text/plain")
         if request.resource is None or request.resource.plural is None:
             return await self._serve_discovery(request)
         return await self._serve_resource(request, watch_fault)
@@ -137,6 +142,7 @@ class Emulator(kmock.KubernetesEmulator):
             # Persisting a dry run would be worse than refusing it: say so plainly.
             raise errors.bad_request("dryRun is not supported by the Tuneloop API emulator")
         self._request_count += 1
+        self.request_counts[_count_key(raw_request, path, query)] += 1
         request = kmock.Request(
             id=self._request_count - 1, raw_request=raw_request, url=raw_request.url,
             method=raw_request.method, params=query, headers=dict(raw_request.headers),
@@ -269,6 +275,34 @@ class Emulator(kmock.KubernetesEmulator):
         cancelled) or the emulator stops."""
         while not self._api.hub.closed:
             await asyncio.sleep(0.1)
+
+
+def _count_key(raw_request: aiohttp.web.BaseRequest, path: Any, query: dict[str, str]) -> tuple[str, str, str, str]:
+    """(client, verb, resource, subresource) of a request, verbs as kube-apiserver names them."""
+    # The User-Agent's product ("kopf/1.45" -> "kopf"), so a benchmark can tell its own
+    # requests from the operator's (kube-apiserver's metric has no such label).
+    client = next(iter(raw_request.headers.get("User-Agent", "").split("/")[0].split()), "unknown")
+    if path is None or path.plural is None:
+        return client, "GET" if raw_request.method == "GET" else raw_request.method, "", ""
+    named = path.name is not None
+    verb = {"GET": "WATCH" if query.get("watch") in _TRUE else "GET" if named else "LIST",
+            "POST": "CREATE", "PUT": "UPDATE", "PATCH": "PATCH",
+            "DELETE": "DELETE" if named else "DELETECOLLECTION"}.get(raw_request.method, raw_request.method)
+    return client, verb, path.plural, path.subresource or ""
+
+
+def request_metrics(counts: collections.Counter[tuple[str, str, str, str]]) -> str:
+    """`apiserver_request_total` in Prometheus' text format, with a `client` label of ours."""
+    lines = ["# HELP apiserver_request_total Requests served, by client (User-Agent product), verb and resource.",
+             "# TYPE apiserver_request_total counter"]
+    for (client, verb, resource, subresource), count in sorted(counts.items()):
+        labels = f'client="{_label(client)}",verb="{verb}",resource="{resource}",subresource="{subresource}"'
+        lines.append(f"apiserver_request_total{{{labels}}} {count}")
+    return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _now() -> datetime:

@@ -58,12 +58,33 @@ WRITTEN_TRUSTED_FOR = 10.0
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
 def trainer_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, labels[LABEL_FINETUNEJOB]): dict(body)}
+    return {(namespace, labels[LABEL_FINETUNEJOB]): indexed_job(body)}
 
 
 @kopf.index("v1", "pods", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
 def trainer_pods(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, labels[LABEL_FINETUNEJOB]): dict(body)}
+    return {(namespace, labels[LABEL_FINETUNEJOB]): indexed_pod(body)}
+
+
+# The indexes hold every Job and pod for the operator's life, finished jobs' Jobs too, so
+# they keep only what is read of them (status.py, scrape.py, builders' suspend checks).
+# A whole Job is ~20 KB of Python objects, most of it the pod template (issue 15).
+
+
+def _metadata(body: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+
+
+def indexed_job(body: Mapping[str, Any]) -> dict:
+    """A Job without its pod template."""
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "template"}
+    return {"metadata": _metadata(body), "spec": spec, "status": dict(body.get("status") or {})}
+
+
+def indexed_pod(body: Mapping[str, Any]) -> dict:
+    """A pod with only its containers' names and ports (where the trainer's metrics are served)."""
+    containers = [{"name": c.get("name"), "ports": c.get("ports") or []} for c in (body.get("spec") or {}).get("containers") or ()]
+    return {"metadata": _metadata(body), "spec": {"containers": containers}, "status": dict(body.get("status") or {})}
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -156,6 +177,19 @@ def parse_cached(memo: kopf.Memo, body: kopf.Body, spec: Mapping[str, Any]) -> t
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# Controller "expectations", as Kubernetes' own Job and ReplicaSet controllers keep them: a Job
+# made moments ago may not be in the index yet when the watch lags behind (a busy API server,
+# 1,000 jobs at once). Creating it again costs five requests per job and status pass and
+# deepens the lag (issue 15, bench/operator_scale.py); past this many seconds unseen, it was
+# deleted before we ever saw it, and is made again.
+JOB_EXPECTED_FOR = 60.0
+
+
+def awaiting_job(created_at: float | None, now: float, grace: float = JOB_EXPECTED_FOR) -> bool:
+    """Whether a Job missing from the index was created by us too recently to make it again."""
+    return created_at is not None and now - created_at < grace
 
 
 def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], new: Mapping[str, Any],
@@ -286,6 +320,11 @@ def _plain(spec: Mapping[str, Any], **_: Any) -> bool:
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
               patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index, old: Any, new: Any,
               reason: str, **_: Any) -> None:
+    if reason == "resume" and is_finished(last_status(body, memo, status)):
+        # Every operator start resumes every FineTuneJob ever finished: count it, nothing more
+        # (parsing alone cost ~1 ms a job; issue 15, bench/operator_scale.py).
+        metrics.record_phase(namespace, name, status.get("phase"))
+        return
     parsed, problems = parse(spec, name, namespace, memo.config.allowed)
     if problems:
         reject(body, memo, status, problems, patch)
@@ -300,6 +339,8 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, 
     if job is None and jobset is None and not lingering:  # else the status timer creates it once they are gone
         try:
             blocked = ensure_children(memo.kube, body, Owner(name, namespace, uid), parsed, memo.config)
+            if blocked is None:
+                memo.job_created[uid] = time.monotonic()
         except kopf.PermanentError as exc:  # the API server refused a child we built from this spec
             reject(body, memo, status, [Problem("spec", str(exc))], patch, reason=CHILD_REJECTED)
     else:
@@ -356,15 +397,21 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
 
     pods = owned_pods(trainer_pods, namespace, name, job) if job is not None else lingering_pods(trainer_pods, namespace, name)
     restarted = blocked = None
+    if job is not None:
+        memo.job_created.pop(uid, None)  # seen: a later disappearance is a deletion
     if parsed is not None and not problems:
         if job is not None and jobset is None and parsed.resources.nodes > 1 and memo.service_job.get(uid) != job["metadata"]["uid"]:
             # Level-based: a Service patch lost to an error or an operator restart is made here.
             if await asyncio.to_thread(point_service_at_job, memo.kube, namespace, name, job):
                 memo.service_job[uid] = job["metadata"]["uid"]
-        if job is None and jobset is None and not pods:
+        if job is None and jobset is None and not pods and awaiting_job(memo.job_created.get(uid), time.monotonic()):
+            pass  # made moments ago; the index has not caught up yet
+        elif job is None and jobset is None and not pods:
             # Deleted behind our back, or by a group restart: (re)create it; the trainer
             # resumes from the newest checkpoint.
             blocked = await asyncio.to_thread(ensure_children, memo.kube, body, Owner(name, namespace, uid), parsed, config)
+            if blocked is None:
+                memo.job_created[uid] = time.monotonic()
         elif job is None:
             pass  # the previous Job's pods still run: never two generations at once
         elif jobset is None and (restart := group_restart(job, pods, parsed, int(current.get("attempts") or 1), now())):
@@ -468,16 +515,22 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.parsed.pop(body.metadata.uid, None)
     getattr(memo, "restarted", {}).pop(body.metadata.uid, None)
     getattr(memo, "service_job", {}).pop(body.metadata.uid, None)
+    getattr(memo, "job_created", {}).pop(body.metadata.uid, None)
     metrics.record_phase(body.metadata.namespace, body.metadata.name, None)
 
 
-@kopf.on.event(*FTJ, id="forget-deleted")
+def _is_deletion(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+# The filter, not a check inside: kopf runs (and logs) an event handler for every watch event
+# of every FineTuneJob, 1,000 of them on each operator start (issue 15, bench/operator_scale.py).
+@kopf.on.event(*FTJ, id="forget-deleted", when=_is_deletion)
 def forget_deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The same on the DELETED event: a finished FineTuneJob has no kopf finalizer left (its
     handlers are done), so the delete handler above never runs for it, and its memo and
     phase gauge would stay for the life of the operator (issue 9)."""
-    if type == "DELETED":
-        forget(body=body, memo=memo)
+    forget(body=body, memo=memo)
 
 
 @kopf.on.probe(id="finetunejobs")

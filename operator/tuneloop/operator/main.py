@@ -42,6 +42,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # A stream that stays open but sends nothing, not even the API server's bookmarks (about
     # one a minute), is dead: reconnect (kopf's default, explicit; tests shorten it, issue 13).
     settings.watching.inactivity_timeout = float(os.environ.get("TUNELOOP_WATCH_INACTIVITY_TIMEOUT", 70))
+    # List in pages, as kubectl does: kopf's default lists every object in one response, and
+    # parsing 2,000 FineTuneJobs or Jobs at once was the operator's peak memory at a restart
+    # (issue 15, bench/operator_scale.py).
+    settings.watching.chunk_size = 500
     # Any other API request kopf makes (patches, events, peering) must not hang either.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 30
@@ -74,6 +78,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.kube = Kube()
     memo.written = {}  # uid -> the status we wrote last (watch events may lag behind)
     memo.parsed = {}  # uid -> (generation, parsed spec and problems)
+    memo.job_created = {}  # FineTuneJob uid -> when we created its Job, until the index shows it
     memo.restarted = {}  # FineTuneJob uid -> uid of the Job last deleted for a group restart (counted once)
     memo.service_job = {}  # FineTuneJob uid -> uid of the Job its headless Service selects
     if memo.metrics_port:

@@ -1,0 +1,101 @@
+"""Which handlers kopf runs for which FineTuneJob: their `when` filters, read from kopf's own
+registry. At 1,000 jobs every handler kopf runs per watch event or per restart is a cost paid
+1,000 times (issue 15, bench/operator_scale.py), so what finished jobs trigger is pinned here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from tuneloop.operator import handlers
+
+SUCCEEDED = {"phase": "Succeeded", "reason": "Completed"}
+RUNNING = {"phase": "Running", "reason": "Training"}
+
+
+def registered(handler_id: str) -> Any:
+    registry = kopf.get_default_registry()
+    for sub in (registry._watching, registry._changing, registry._spawning):
+        for handler in sub.get_all_handlers():
+            if handler.id == handler_id:
+                return handler
+    raise LookupError(handler_id)
+
+
+def runs(handler_id: str, **kwargs: Any) -> bool:
+    """Whether kopf would call the handler, by its `when` filter, for an object like this."""
+    handler = registered(handler_id)
+    return handler.when is None or bool(handler.when(**{"spec": {}, "status": {}, "type": None, **kwargs}))
+
+
+@pytest.mark.parametrize("event, expected", [("ADDED", False), ("MODIFIED", False), (None, False), ("DELETED", True)])
+def test_forget_deleted_runs_only_for_the_deleted_event(event: str | None, expected: bool) -> None:
+    assert runs("forget-deleted", type=event) is expected
+
+
+@pytest.mark.parametrize("status, expected", [({}, False), (RUNNING, True), (SUCCEEDED, False)])
+def test_the_status_timer_runs_only_while_a_job_is_active(status: dict, expected: bool) -> None:
+    assert runs("status", status=status) is expected
+
+
+def test_a_restart_resumes_a_finished_job_without_parsing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only its phase gauge is set again; its spec is not parsed and nothing is looked up."""
+    from tuneloop.operator import metrics
+    from tuneloop.operator.config import OperatorConfig
+
+    parsed: list[str] = []
+    monkeypatch.setattr(handlers, "parse", lambda spec, name, *args: parsed.append(name) or (None, []))
+    body = kopf.Body({"metadata": {"name": "done", "namespace": "ml", "uid": "u-done", "generation": 1}})
+    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={})
+    handlers.reconcile(body=body, spec={}, status=SUCCEEDED, name="done", namespace="ml", uid="u-done", patch=kopf.Patch(),
+                       memo=memo, trainer_jobs=None, trainer_pods=None, old=None, new=None, reason="resume")
+    assert parsed == [] and memo.written == {}
+    assert metrics._phase_of[("ml", "done")] == "Succeeded"
+
+
+SPEC = {"task": "sequence-classification", "model": {"source": "s3://models/base/minilm/"},
+        "dataset": {"train": "s3://data/tickets/train.csv"}, "output": {"uri": "s3://models/out/demo/"},
+        "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "2Gi"}}
+
+
+@pytest.mark.parametrize("created_ago, recreated", [(None, True), (5.0, False), (handlers.JOB_EXPECTED_FOR + 1, True)])
+def test_a_status_pass_waits_for_a_job_just_created_to_reach_the_index(
+        monkeypatch: pytest.MonkeyPatch, created_ago: float | None, recreated: bool) -> None:
+    """Controller expectations: a Job we made seconds ago and the index does not show yet is not
+    made again (five requests per pass while the watch lags); one never seen for a minute is."""
+    import asyncio
+    import time
+
+    from tuneloop.operator.config import OperatorConfig
+
+    calls: list[str] = []
+    monkeypatch.setattr(handlers, "ensure_children", lambda kube, body, owner, *_: calls.append(owner.name))
+    uid = "u-new"
+    body = kopf.Body({"metadata": {"name": "new", "namespace": "ml", "uid": uid, "generation": 1}, "spec": SPEC})
+    created = {} if created_ago is None else {uid: time.monotonic() - created_ago}
+    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={}, restarted={}, job_created=created, kube=None)
+    status = {"phase": "Pending", "reason": "CreatingJob"}
+    asyncio.run(handlers.refresh_status(body=body, spec=SPEC, status=status, name="new", namespace="ml", uid=uid,
+                                        patch=kopf.Patch(), memo=memo, trainer_jobs={}, trainer_pods={}))
+    assert calls == (["new"] if recreated else [])
+    assert (uid in memo.job_created) is (recreated or created_ago is not None)
+
+
+def test_a_job_seen_in_the_index_ends_the_expectation() -> None:
+    import asyncio
+    import time
+
+    from tuneloop.operator.config import OperatorConfig
+
+    uid = "u-seen"
+    body = kopf.Body({"metadata": {"name": "seen", "namespace": "ml", "uid": uid, "generation": 1}, "spec": SPEC})
+    job = {"metadata": {"name": "seen-trainer", "uid": "job-uid", "ownerReferences": [{"uid": uid}]},
+           "spec": {"suspend": False}, "status": {}}
+    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={}, restarted={}, job_created={uid: time.monotonic()}, kube=None)
+    asyncio.run(handlers.refresh_status(body=body, spec=SPEC, status={"phase": "Pending", "reason": "CreatingJob"}, name="seen",
+                                        namespace="ml", uid=uid, patch=kopf.Patch(), memo=memo,
+                                        trainer_jobs={("ml", "seen"): [job]}, trainer_pods={}))
+    assert memo.job_created == {}
