@@ -32,6 +32,7 @@ from tuneloop.api.finetunejob import FineTuneJobSpec
 from tuneloop.trainer import data, distributed, throughput
 from tuneloop.trainer.checkpoint import (
     CheckpointPublisher,
+    SnapshotBuffers,
     TrainerState,
     capture_rng,
     is_better,
@@ -39,7 +40,8 @@ from tuneloop.trainer.checkpoint import (
     read_local,
     restore_rng,
     step_prefix,
-    write_local,
+    take_snapshot,
+    write_snapshot,
 )
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.dataset import Splits, load_splits
@@ -70,6 +72,7 @@ class Recipe:
         self.metrics = metrics or TrainerMetrics(settings.job_name, settings.namespace)
         self._log = log
         self.stop_requested = False
+        self.checkpoint_stalls: list[float] = []  # seconds the loop waited per save (bench/checkpoint_stall.py)
         self.results: dict[str, Any] = {}
 
     # ================================================================== setup
@@ -93,6 +96,7 @@ class Recipe:
             raise PermanentError(f"training.earlyStopping.metric {self.metric_name!r} is not a {spec.task} metric")
         self.publisher = CheckpointPublisher(self.output, spec.output.keep_last, self.metric_name, self._on_published)
         self.staging = Path(tempfile.mkdtemp(prefix=f"tuneloop-rank{self.rank}-"))
+        self.snapshot_buffers = SnapshotBuffers()
 
         # Data: read and clean on every rank (cheap next to training; no shared disk needed).
         self.splits: Splits = load_splits(spec, self.settings)
@@ -428,17 +432,25 @@ class Recipe:
     # ================================================================== checkpoints and export
 
     def save_checkpoint(self, evaluated: dict[str, float], *, wait: bool = False) -> None:
-        """Write locally (all ranks join to gather RNG states), upload from rank 0 in the background."""
+        """Snapshot the state to CPU memory (all ranks join to gather RNG states); rank 0 writes and
+        uploads it in the background, so the loop stalls only for the copy (checkpoint.py).
+
+        `wait` (the SIGTERM save) writes and uploads before returning.
+        """
         from accelerate.utils import gather_object
 
+        started = time.monotonic()
         rng_states = gather_object([capture_rng()]) if self.world > 1 else [capture_rng()]
         if self.is_main:
-            local = self.staging / f"step-{self.state.step:08d}"
-            write_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
-                        rng_states, self.state, self.spec.to_dict(), scaler=self.accelerator.scaler)
-            self._save_started = time.monotonic()
-            self.publisher.publish(local, self.state.step, evaluated, background=not wait)
+            self.publisher.wait()  # at most one checkpoint in flight: its snapshot is the only extra memory
+            snapshot = take_snapshot(self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                     rng_states, self.state, self.spec.to_dict(), scaler=self.accelerator.scaler,
+                                     buffers=self.snapshot_buffers)
+            self.last_snapshot_bytes = snapshot.nbytes
+            self.publisher.publish(self.staging / f"step-{self.state.step:08d}", self.state.step, evaluated,
+                                   background=not wait, write=lambda local: write_snapshot(local, snapshot))
         self.accelerator.wait_for_everyone()
+        self.checkpoint_stalls.append(time.monotonic() - started)
 
     def _on_published(self, step: int, uri: str, seconds: float, size: int, is_best: bool) -> None:
         self.metrics.observe_checkpoint(seconds, size)
