@@ -114,6 +114,9 @@ INVALID_FINETUNEJOBS = {
     "max-below-min-length": (with_change(FTJ, "spec.dataset.cleaning", {"minLength": 10, "maxLength": 5}), "spec.dataset.cleaning.maxLength"),
     "early-stopping-wrong-task-metric": (with_change(with_change(SFT, "spec.training.earlyStopping", {"metric": "accuracy"}), "spec.training.evalEverySteps", 10), "spec.training.earlyStopping.metric"),
     "early-stopping-no-eval": (with_change(FTJ, "spec.training.earlyStopping", {"metric": "accuracy"}), "spec.training.evalEverySteps"),
+    "fsdp-with-lora": (with_change(with_change(FTJ, "spec.training.method", "lora"), "spec.training.sharding", "fsdp"), "spec.training.sharding"),
+    "fsdp-with-fp16": (with_change(with_change(FTJ, "spec.training.precision", "fp16"), "spec.training.sharding", "fsdp"), "spec.training.sharding"),
+    "sharding-enum": (with_change(FTJ, "spec.training.sharding", "zero3"), "spec.training.sharding"),
     "split-leaves-nothing": (with_change(FTJ, "spec.dataset.split", {"validation": 0.5, "test": 0.5}), "spec.dataset.split"),
 }
 

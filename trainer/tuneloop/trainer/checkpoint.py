@@ -11,6 +11,11 @@ Layout under `<output.uri>/checkpoints/step-NNNNNNNN/` (8 digits, so names sort 
     spec.json            the FineTuneJob spec the run used
     manifest.json        written LAST: file names and sizes, step, eval metrics
 
+With `training.sharding: fsdp` the weights and optimizer state are a torch.distributed.checkpoint
+(DCP) instead of model.safetensors + optimizer.pt: `.metadata` and one `__<rank>_0.distcp`
+per rank, each written and uploaded by its own rank (sharding.py); rank 0 writes the manifest
+once every rank's upload is done.
+
 A checkpoint without manifest.json is incomplete and never resumed from; a manifest whose
 files are missing or of another size is ignored too.
 
@@ -45,6 +50,9 @@ _STEP_DIR = re.compile(r"^checkpoints/step-(\d{8})/(.+)$")
 # written by us, so the checkpoint is not resumed from (issue 13).
 CHECKPOINT_FILES = frozenset({"model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json", "spec.json",
                               "scaler.pt"})  # scaler.pt: mixed-precision GradScaler state (issue 8)
+
+# A DCP checkpoint's files (sharding: fsdp): one data file per rank and the metadata.
+DCP_FILE = re.compile(r"^(__\d{1,6}_\d{1,6}\.distcp|\.metadata)$")
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity", "mse", "mae"}
 
@@ -175,12 +183,21 @@ def write_snapshot(directory: Path, snapshot: Snapshot) -> None:
     tensors = {n: t.contiguous() for n, t in snapshot.tensors.items()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt", "step": str(snapshot.step)})
     torch.save(snapshot.optimizer, directory / "optimizer.pt")
-    torch.save(snapshot.scheduler, directory / "scheduler.pt")
-    torch.save(snapshot.rng_states, directory / "rng.pt")
-    if snapshot.scaler is not None:
-        torch.save(snapshot.scaler, directory / "scaler.pt")
-    (directory / "trainer_state.json").write_text(snapshot.state_json)
-    (directory / "spec.json").write_text(json.dumps(snapshot.spec, indent=1))
+    write_trainer_files(directory, snapshot.scheduler, snapshot.rng_states, snapshot.state_json, snapshot.spec, snapshot.scaler)
+
+
+def write_trainer_files(directory: Path, scheduler: dict[str, Any], rng_states: list[dict[str, Any]], state_json: str,
+                        spec: dict[str, Any], scaler: dict[str, Any] | None = None) -> None:
+    """The checkpoint files besides weights and optimizer state (both layouts share them)."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(scheduler, directory / "scheduler.pt")
+    torch.save(rng_states, directory / "rng.pt")
+    if scaler is not None:
+        torch.save(scaler, directory / "scaler.pt")
+    (directory / "trainer_state.json").write_text(state_json)
+    (directory / "spec.json").write_text(json.dumps(spec, indent=1))
 
 
 def write_local(directory: Path, model: Any, optimizer: Any, scheduler: Any, rng_states: list[dict[str, Any]],
@@ -202,6 +219,13 @@ def read_local(directory: Path, model: Any, optimizer: Any, scheduler: Any,
         raise RuntimeError(f"checkpoint {directory.name} does not match the model (missing e.g. {missing}); was the config changed?")
     model.load_state_dict(tensors, strict=False)
     optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+    return read_trainer_files(directory, scheduler, scaler)
+
+
+def read_trainer_files(directory: Path, scheduler: Any, scaler: Any = None) -> tuple[TrainerState, list[dict[str, Any]]]:
+    """Scheduler (and scaler) state loaded; the trainer state and every rank's RNG states returned."""
+    import torch
+
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
     rng = torch.load(directory / "rng.pt", weights_only=True)
     if scaler is not None and (directory / "scaler.pt").exists():
@@ -238,10 +262,18 @@ def restore_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
+def known_file(name: str) -> bool:
+    return name in CHECKPOINT_FILES or DCP_FILE.match(name) is not None
+
+
+def is_sharded_checkpoint(manifest: dict[str, Any]) -> bool:
+    return ".metadata" in manifest.get("files", {})
+
+
 def manifest_files_ok(manifest: Any) -> bool:
     """True when the manifest's `files` maps known checkpoint file names to integer sizes."""
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    return (isinstance(files, dict) and set(files) <= CHECKPOINT_FILES
+    return (isinstance(files, dict) and all(isinstance(name, str) and known_file(name) for name in files)
             and all(type(size) is int and size >= 0 for size in files.values()))
 
 
@@ -291,7 +323,8 @@ class CheckpointPublisher:
     def download(self, step: int, local: Path) -> None:
         manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
         if not manifest_files_ok(manifest):
-            raise RuntimeError(f"checkpoint step {step}: its manifest names files other than {sorted(CHECKPOINT_FILES)}")
+            raise RuntimeError(f"checkpoint step {step}: its manifest names files other than {sorted(CHECKPOINT_FILES)} "
+                               "and DCP shards")
         local.mkdir(parents=True, exist_ok=True)
         for name, size in manifest["files"].items():
             target = local_path_inside(local, name)
@@ -350,13 +383,23 @@ class CheckpointPublisher:
 
     def _upload(self, local: Path, step: int, metrics: dict[str, float]) -> None:
         started = time.monotonic()
+        files = self.upload_files(local, step)
+        self.write_manifest(step, files, metrics, started)
+
+    def upload_files(self, local: Path, step: int) -> dict[str, int]:
+        """Upload every file in `local` under checkpoint `step`, then delete `local`; returns name -> size."""
         prefix = step_prefix(step)
         files = {p.name: p.stat().st_size for p in sorted(local.iterdir()) if p.is_file()}
         for name in files:
             self.storage.upload_file(local / name, f"{prefix}/{name}")
+        shutil.rmtree(local, ignore_errors=True)
+        return files
+
+    def write_manifest(self, step: int, files: dict[str, int], metrics: dict[str, float], started: float) -> None:
+        """Complete checkpoint `step` (its files all uploaded), then prune; the manifest is the last write."""
+        prefix = step_prefix(step)
         manifest = {"step": step, "files": files, "metrics": metrics, "created": time.time(), "format": 1}
         self.storage.write_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
-        shutil.rmtree(local, ignore_errors=True)
         best = self.prune(step)
         if self.on_published:
             self.on_published(step, self.storage.child(prefix), time.monotonic() - started, sum(files.values()), best == step)

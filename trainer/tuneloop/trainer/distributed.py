@@ -32,6 +32,15 @@ def global_sum(accelerator: Any, value: float) -> float:
     return float(accelerator.reduce(total, "sum").item())
 
 
+def global_max(accelerator: Any, value: float) -> float:
+    """The largest `value` over every process."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    total = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.MAX)
+    return float(total.item())
+
+
 def loss_scale(world_size: int, global_count: float) -> float:
     """Factor for a rank's summed loss so that DDP's gradient average is the global token mean."""
     return world_size / max(global_count, 1.0)
