@@ -33,6 +33,7 @@ def test_examples_cover_every_kind_and_shape():
     jobs = [d["spec"] for d in docs if d["kind"] == "FineTuneJob"]
     assert {j["task"] for j in jobs} >= {"causal-lm-sft", "sequence-classification"}
     assert any(j.get("resources", {}).get("nodes", 1) > 1 and j["training"].get("method") == "lora" for j in jobs)
+    assert any(j["training"].get("sharding") == "fsdp" for j in jobs)
 
 
 def test_base_manifests_are_valid():
