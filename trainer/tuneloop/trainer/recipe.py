@@ -69,6 +69,7 @@ def quiet_transformers() -> None:
 
 class Recipe:
     sharded = False  # training.sharding: fsdp (set in setup)
+    saved_step: int | None = None  # the step of the newest checkpoint saved or resumed from
 
     def __init__(self, spec: FineTuneJobSpec, settings: RuntimeSettings, *,
                  metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print):
@@ -251,10 +252,11 @@ class Recipe:
 
     def resume_from_latest(self) -> None:
         self._rng_states: list[dict[str, Any]] = []
+        self.saved_step: int | None = None
         checkpoints = self.publisher.complete_checkpoints()
         if not checkpoints:
             return
-        step = max(checkpoints)
+        step = self.saved_step = max(checkpoints)
         local = self.staging / f"resume-{step}"
         self.publisher.download(step, local)
         if is_sharded_checkpoint(checkpoints[step]) != self.sharded:
@@ -484,6 +486,7 @@ class Recipe:
             self.publisher.publish(self.staging / f"step-{self.state.step:08d}", self.state.step, evaluated,
                                    background=not wait, write=lambda local: write_snapshot(local, snapshot))
         self.accelerator.wait_for_everyone()
+        self.saved_step = self.state.step
         self.checkpoint_stalls.append(time.monotonic() - started)
 
     def save_sharded_checkpoint(self, evaluated: dict[str, float], rng_states: list[dict[str, Any]]) -> None:
@@ -520,6 +523,10 @@ class Recipe:
         if self.examples["validation"]:
             self.results["validation"] = self.evaluate("validation")
             self.track_best(self.results["validation"])
+        if (self.spec.output.save_every_steps or self.spec.output.save_every_minutes) and self.saved_step != state.step:
+            # The final weights as a checkpoint (with their validation metrics) before the export:
+            # a crash in the export resumes here instead of retraining the tail (review item 17).
+            self.save_checkpoint(self.results.get("validation", {}))
         self.exported_step = state.step
         if self.export_best and state.best_step is not None and state.best_step != state.step:
             self.exported_step = self.restore_best()
