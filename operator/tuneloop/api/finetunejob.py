@@ -57,7 +57,7 @@ class SplitSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class CleaningSpec:
-    dedupe: bool = opt(True, "Drop exact duplicate rows.")
+    dedupe: bool = opt(True, "Drop exact duplicate rows, and validation/test rows that are also training rows.")
     drop_empty: bool = opt(True, "Drop rows with a missing or empty required column.")
     min_length: int = opt(1, "Drop rows whose text is shorter than this many characters.")
     max_length: int | None = opt(None, "Drop rows whose text is longer than this many characters.")
