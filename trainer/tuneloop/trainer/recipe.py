@@ -98,6 +98,7 @@ class Recipe:
         self.sharded = training.sharding == "fsdp"
         compute = mixed_precision(training.precision)
         self.compute_precision = "no" if self.sharded and compute == "fp16" else compute
+        self.own_process_group = self.sharded and sharding.ensure_process_group()
         self.accelerator = Accelerator(mixed_precision="no" if self.sharded else compute, cpu=not torch.cuda.is_available(),
                                        kwargs_handlers=[distributed.process_group_timeout(self.settings.collective_timeout)])
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -635,3 +636,5 @@ class Recipe:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             if getattr(self, "staging", None) is not None:
                 shutil.rmtree(self.staging, ignore_errors=True)
+            if getattr(self, "own_process_group", False):
+                sharding.release_process_group()

@@ -27,10 +27,40 @@ What this module is for:
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+def ensure_process_group() -> bool:
+    """A one-process group when none was launched: FSDP2 and DCP need one even on a single GPU.
+
+    The operator starts torchrun only for more than one process (cli.py), so a one-GPU
+    `sharding: fsdp` job arrives here without `RANK`/`WORLD_SIZE`; its checkpoints are then
+    the same DCP layout as a many-GPU run's, and resumable by one. True when it made one.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized() or "WORLD_SIZE" in os.environ:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(0)
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return True
+
+
+def release_process_group() -> None:
+    """Undo `ensure_process_group` (and accelerate's cached view of it), for a next run in this process."""
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState, PartialState
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
 
 def shard_model(model: torch.nn.Module, compute_precision: str) -> torch.nn.Module:
     """Shard `model` in place with FSDP2 over the default process group; returns it."""
