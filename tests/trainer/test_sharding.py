@@ -55,7 +55,7 @@ def test_fsdp_shards_the_parameters_and_matches_the_ddp_loss_trace(runs: dict[st
 def test_fsdp_checkpoints_are_dcp_shards_written_by_each_rank(runs: dict[str, Any]) -> None:
     checkpoints = runs["work"] / "fsdp" / "checkpoints"
     manifests = {p.parent.name: json.loads(p.read_text()) for p in checkpoints.glob("step-*/manifest.json")}
-    assert sorted(manifests) == ["step-00000003", "step-00000006"]
+    assert {"step-00000006", "step-00000008"} <= set(manifests)  # every 3 steps, and the final weights
     files = set(manifests["step-00000006"]["files"])
     assert {".metadata", "__0_0.distcp", "__1_0.distcp", "scheduler.pt", "rng.pt", "trainer_state.json"} <= files
     assert "model.safetensors" not in files and "optimizer.pt" not in files

@@ -320,13 +320,16 @@ class CheckpointPublisher:
     def all_steps(self) -> set[int]:
         return {int(m.group(1)) for k in self.storage.list(CHECKPOINTS) if (m := _STEP_DIR.match(k))}
 
-    def download(self, step: int, local: Path) -> None:
+    def download(self, step: int, local: Path, *, skip: Callable[[str], bool] | None = None) -> None:
+        """Checkpoint `step`'s files into `local`, each checked against the manifest's size; `skip(name)`: leave it out."""
         manifest = json.loads(self.storage.read_bytes(f"{step_prefix(step)}/{MANIFEST}"))
         if not manifest_files_ok(manifest):
             raise RuntimeError(f"checkpoint step {step}: its manifest names files other than {sorted(CHECKPOINT_FILES)} "
                                "and DCP shards")
         local.mkdir(parents=True, exist_ok=True)
         for name, size in manifest["files"].items():
+            if skip is not None and skip(name):
+                continue
             target = local_path_inside(local, name)
             self.storage.download_file(f"{step_prefix(step)}/{name}", target)
             if target.stat(follow_symlinks=False).st_size != size:

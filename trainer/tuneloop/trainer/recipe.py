@@ -259,15 +259,20 @@ class Recipe:
         if not checkpoints:
             return
         step = self.saved_step = max(checkpoints)
-        local = self.staging / f"resume-{step}"
-        self.publisher.download(step, local)
         if is_sharded_checkpoint(checkpoints[step]) != self.sharded:
             raise PermanentError(f"checkpoint step {step} was written with{'out' if self.sharded else ''} training.sharding: fsdp, "
                                  "and this run is configured otherwise; resume it with the sharding it was saved with")
-        if self.sharded:  # every rank read every shard file; DCP picks (and reshards) what this rank holds
+        local = self.staging / f"resume-{step}"
+        if self.sharded:
+            # .metadata and the trainer files first, then only the shard files DCP's plan reads for
+            # this rank (resharding if the world size changed), not the whole state once per rank.
+            self.publisher.download(step, local, skip=lambda name: name.endswith(".distcp"))
+            needed = sharding.files_to_read(local, self.model, self.optimizer)
+            self.publisher.download(step, local, skip=lambda name: name not in needed)
             sharding.load_sharded(local, self.model, self.optimizer)
             self.state, self._rng_states = read_trainer_files(local, self.scheduler)
         else:
+            self.publisher.download(step, local)
             self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer,
                                                       self.scheduler, scaler=self.accelerator.scaler)
         if self.state.world_size != self.world:

@@ -119,6 +119,24 @@ def load_sharded(directory: Path, model: Any, optimizer: Any | None) -> None:
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
+def files_to_read(directory: Path, model: Any, optimizer: Any) -> set[str]:
+    """The data files this rank's shards are read from, by DCP's own load planner over `.metadata`.
+
+    Each rank downloads only these instead of the whole checkpoint once per rank. Not only its
+    own `__<rank>_0.distcp`: DCP stores a replicated item (an optimizer step counter) once, in
+    whichever rank's file its save planner chose.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    metadata = FileSystemReader(str(directory)).read_metadata()
+    model_state, optim_state = get_state_dict(model, optimizer)
+    planner = DefaultLoadPlanner()
+    planner.set_up_planner({"model": model_state, "optim": optim_state}, metadata, is_coordinator=False)
+    return {metadata.storage_data[item.storage_index].relative_path for item in planner.create_local_plan().items}
+
+
 def full_model_state(model: Any) -> dict[str, torch.Tensor]:
     """The whole model's weights on rank 0's CPU (empty on other ranks); every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
