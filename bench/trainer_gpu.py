@@ -1,6 +1,6 @@
 """GPU checks and a throughput benchmark for the trainer (issue 8): what CPU tests cannot show.
 
-    PYTHONPATH=operator:trainer:tests/trainer python3 bench/trainer_gpu.py [--hidden 1024 --layers 8 --steps 20]
+    PYTHONPATH=operator:trainer:tests/trainer python3 bench/trainer_gpu.py [--hidden 1024 --layers 8 --steps 20] [--sharding fsdp]
 
 Prints, for the GPU it finds (all on random-weight Llama models built from a config, no
 download):
@@ -9,7 +9,11 @@ download):
    trains under `precision: fp16` without "Attempting to unscale FP16 gradients" (item 10).
 2. The packing guard's verdict for sdpa, and for flash_attention_2 (batched rows, then the
    flattened one-row layout the recipe uses) when flash-attn is installed (items 5, Scale).
-3. Tokens/s and MFU (throughput.py) of a short packed SFT run of a mid-size model.
+3. Tokens/s and MFU (throughput.py) of a short packed SFT run of a mid-size model, with
+   `training.sharding` as given (`--sharding fsdp`: FSDP2 with bf16 parameters gathered and
+   fp32 reductions, DCP checkpoint every 10 steps), on one process (one GPU).
+4. With `--sharding fsdp`: the sharded run's checkpoint files, the consolidated final/ loading
+   with `from_pretrained`, and the dtype of the sharded master weights (fp32).
 
 A benchmark that prints; it asserts nothing. Without a GPU it runs a CPU smoke of the same
 steps at toy sizes (no MFU: no tensor-core peak to compare with).
@@ -50,11 +54,28 @@ def run(model: Path, work: Path, steps: int, **training: object) -> Recipe:
     spec = FineTuneJobSpec.from_dict({
         "task": "causal-lm-sft", "model": {"source": str(model)}, "dataset": {"train": str(train), "split": {"validation": 0, "test": 0},
                                                                              "cleaning": {"dedupe": False}},
-        "output": {"uri": str(work / "out")},
+        "output": {"uri": str(work / "out"), "saveEverySteps": 10},
         "training": {"maxSteps": steps, "batchSize": 8, "maxSeqLength": 512, "learningRate": 1e-4, **training}})
     recipe = Recipe(spec, RuntimeSettings(metrics_port=0, cache_dir=str(work / "cache")), log=print)
     recipe.setup(resume=False)
     return recipe
+
+
+def fsdp_facts(recipe: Recipe, out: Path) -> dict[str, object]:
+    """What the sharded run left behind: DCP files per checkpoint, final/ loadable, fp32 master shards."""
+    from transformers import AutoModelForCausalLM
+
+    facts: dict[str, object] = {
+        "master_weight_dtypes": sorted({str(p.to_local().dtype) for p in recipe.model.parameters()}),
+        "checkpoints": {p.parent.name: sorted(json.loads(p.read_text())["files"]) for p in (out / "checkpoints").glob("*/manifest.json")},
+    }
+    if recipe.is_main:
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(str(out / "final"))
+            facts["final_loads"] = f"{sum(p.numel() for p in loaded.parameters())} parameters"
+        except Exception as e:  # noqa: BLE001 - a benchmark reports what happened
+            facts["final_loads"] = f"FAILED: {type(e).__name__}: {e}"
+    return facts
 
 
 def main() -> None:
@@ -62,6 +83,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--sharding", choices=["none", "fsdp"], default="none")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
     if not gpu:
@@ -103,7 +125,8 @@ def main() -> None:
     model = build_llama(work / "mid", args.hidden, args.layers, torch.bfloat16)
     for attn in ("sdpa", "flash_attention_2") if gpu else ("sdpa",):
         try:
-            recipe = run(model, work / f"speed-{attn}", args.steps, attentionImplementation=attn)
+            recipe = run(model, work / f"speed-{attn}", args.steps, attentionImplementation=attn, sharding=args.sharding,
+                         **({"precision": "bf16"} if gpu and args.sharding == "fsdp" else {}))
         except Exception as e:  # noqa: BLE001
             found[f"throughput {attn}"] = f"unavailable: {e}"
             continue
@@ -115,7 +138,11 @@ def main() -> None:
             mfu = next((s[0].value for n, s in values.items() if n.endswith("mfu_ratio") and s), None)
             tps = next((s[0].value for n, s in values.items() if n.endswith("tokens_per_second") and s), None)
             found[f"throughput {attn}"] = {"seconds": round(seconds, 1), "packed": recipe.packed, "tokens_per_second_last_step": tps,
-                                           "mfu_last_step": mfu, "flop_counts": recipe.flop_counts.__dict__}
+                                           "mfu_last_step": mfu, "flop_counts": recipe.flop_counts.__dict__,
+                                           "sharding": args.sharding, "world": recipe.world,
+                                           "gpu_memory_peak_bytes": torch.cuda.max_memory_allocated() if gpu else None}
+            if args.sharding == "fsdp":
+                found[f"fsdp {attn}"] = fsdp_facts(recipe, work / f"speed-{attn}" / "out")
         finally:
             recipe.cleanup()
     print(json.dumps(found, indent=1, default=str))

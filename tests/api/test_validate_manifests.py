@@ -33,6 +33,7 @@ def test_examples_cover_every_kind_and_shape():
     jobs = [d["spec"] for d in docs if d["kind"] == "FineTuneJob"]
     assert {j["task"] for j in jobs} >= {"causal-lm-sft", "sequence-classification"}
     assert any(j.get("resources", {}).get("nodes", 1) > 1 and j["training"].get("method") == "lora" for j in jobs)
+    assert any(j["training"].get("sharding") == "fsdp" for j in jobs)
 
 
 def test_base_manifests_are_valid():
@@ -114,6 +115,9 @@ INVALID_FINETUNEJOBS = {
     "max-below-min-length": (with_change(FTJ, "spec.dataset.cleaning", {"minLength": 10, "maxLength": 5}), "spec.dataset.cleaning.maxLength"),
     "early-stopping-wrong-task-metric": (with_change(with_change(SFT, "spec.training.earlyStopping", {"metric": "accuracy"}), "spec.training.evalEverySteps", 10), "spec.training.earlyStopping.metric"),
     "early-stopping-no-eval": (with_change(FTJ, "spec.training.earlyStopping", {"metric": "accuracy"}), "spec.training.evalEverySteps"),
+    "fsdp-with-lora": (with_change(with_change(FTJ, "spec.training.method", "lora"), "spec.training.sharding", "fsdp"), "spec.training.sharding"),
+    "fsdp-with-fp16": (with_change(with_change(FTJ, "spec.training.precision", "fp16"), "spec.training.sharding", "fsdp"), "spec.training.sharding"),
+    "sharding-enum": (with_change(FTJ, "spec.training.sharding", "zero3"), "spec.training.sharding"),
     "split-leaves-nothing": (with_change(FTJ, "spec.dataset.split", {"validation": 0.5, "test": 0.5}), "spec.dataset.split"),
 }
 

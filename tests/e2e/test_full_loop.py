@@ -278,7 +278,8 @@ def test_two_node_indexed_job_trains_together(cluster: Cluster, operator: Operat
     keys = list_keys(s3, key_of(output))
     assert {k.removeprefix(key_of(output)).split("/")[0] for k in keys} == {"checkpoints", "final", "results.json", "data_report.json"}
     saved = {k.removeprefix(f"{key_of(output)}checkpoints/").split("/")[0] for k in keys if "/checkpoints/" in k}
-    assert saved == {f"step-{s:08d}" for s in range(4, two_nodes + 1, 4)[-2:]}, saved  # saveEverySteps 4, keepLast 2
+    # saveEverySteps 4 and the final step (review item 17), keepLast 2
+    assert saved == {f"step-{s:08d}" for s in sorted(set(range(4, two_nodes + 1, 4)) | {two_nodes})[-2:]}, saved
     assert status["checkpoints"]["final"] == f"{output}final/"
     assert f"{key_of(output)}final/model.safetensors" in keys
 

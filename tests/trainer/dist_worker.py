@@ -80,8 +80,10 @@ def schedule(model: Path, data_dir: Path, out: Path) -> dict[str, Any]:
         results = recipe.train()
     finally:
         recipe.cleanup()
+    group = torch.distributed.distributed_c10d._get_default_group()
     return {"lr": recipe.lr_trace, "total_steps": recipe.total_steps, "validation_rows": len(recipe.examples["validation"]),
-            "history": results["history"], "world": recipe.world}
+            "history": results["history"], "world": recipe.world,
+            "collective_timeout": group._get_backend(torch.device("cpu")).options._timeout.total_seconds()}
 
 
 def main() -> None:

@@ -50,5 +50,5 @@ def test_every_checkpoint_is_evaluated_when_saves_and_evals_do_not_line_up(tmp_p
     code, _, err = run_inprocess(spec)
     assert code == 0, err
     manifests = {p.parent.name: json.loads(p.read_text()) for p in (output / "checkpoints").glob("step-*/manifest.json")}
-    assert sorted(manifests) == ["step-00000003", "step-00000006"]
+    assert sorted(manifests) == ["step-00000003", "step-00000006", "step-00000008"]  # 8: the final weights
     assert all("eval_loss" in m["metrics"] for m in manifests.values())

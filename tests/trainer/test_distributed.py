@@ -72,6 +72,14 @@ def test_world2_evaluates_a_split_smaller_than_the_world(world2: dict[str, Any])
     assert [h["step"] for h in found["history"]] == [4, 8, 12, 16]  # 16: the final evaluation in finish()
 
 
+def test_world2_collectives_wait_for_rank0_io(world2: dict[str, Any]) -> None:
+    """Review item 16: other ranks wait in a barrier while rank 0 exports and uploads final/;
+    the process group's timeout is the trainer's setting (1 h), not torch's default (gloo 30 min, NCCL 10)."""
+    from tuneloop.trainer.config import RuntimeSettings
+
+    assert world2["schedule"]["collective_timeout"] == RuntimeSettings().collective_timeout == 3600
+
+
 def test_evaluate_only_on_fewer_rows_than_processes(tiny_llama: Path, tmp_path: Path, trainer_env: dict[str, str]) -> None:
     """The MaintenancePolicy's evaluation runs on small fresh data; one row at world 2 used to hang."""
     from trainer_testkit import spec_for, write_config

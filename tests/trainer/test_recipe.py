@@ -116,12 +116,35 @@ def test_checkpoints_are_pruned_keeping_the_best(tmp_path: Path, tiny_bert: Path
     assert code == 0, err
     manifests = {int(p.parent.name[5:]): json.loads(p.read_text()) for p in (output / "checkpoints").glob("step-*/manifest.json")}
     steps = sorted(manifests)
-    all_saved = list(range(4, json.loads((output / "results.json").read_text())["step"], 4))
+    last = json.loads((output / "results.json").read_text())["step"]
+    all_saved = sorted(set(range(4, last, 4)) | {last})  # every 4 steps, and the final weights
     best = max(all_saved, key=lambda s: next(h["accuracy"] for h in json.loads((output / "results.json").read_text())["history"] if h["step"] == s))
     assert steps[-2:] == all_saved[-2:]
     assert set(steps) == set(all_saved[-2:]) | {best}
     assert all(p.is_dir() for p in (output / "checkpoints").iterdir())
     assert len(list((output / "checkpoints").iterdir())) == len(steps)  # pruned folders are gone
+
+
+def test_a_crash_in_the_export_resumes_from_the_final_weights(tmp_path: Path, tiny_bert: Path, run_inprocess: Any) -> None:
+    """Review item 17: the last step is checkpointed before the export, so a retry does not retrain the tail."""
+    from trainer_testkit import write_jsonl
+
+    train = write_jsonl(tmp_path / "cls.jsonl", classification_rows(100, seed=8))
+    output = tmp_path / "out"
+    spec = spec_for("sequence-classification", str(tiny_bert), str(train), str(output), maxSteps=5)
+    spec["output"].update(saveEverySteps=2, keepLast=5)
+    output.mkdir()
+    (output / "final").write_text("a file where the export's folder goes: the export fails")
+    code, _, err = run_inprocess(spec)
+    assert code != 0 and "final" in err
+    saved = sorted(p.parent.name for p in (output / "checkpoints").glob("step-*/manifest.json"))
+    assert saved == ["step-00000002", "step-00000004", "step-00000005"]
+    (output / "final").unlink()
+    code, out, err = run_inprocess(spec)
+    assert code == 0, err
+    assert "(step 5, epoch" in out + err  # resumed from the final weights: nothing retrained
+    results = json.loads((output / "results.json").read_text())
+    assert results["step"] == 5 and (output / "final" / "model.safetensors").exists()
 
 
 def test_time_based_checkpoints(tmp_path: Path, tiny_bert: Path, run_inprocess: Any) -> None:

@@ -150,7 +150,7 @@ def test_two_gloo_processes_train_together_into_one_checkpoint(s3: Any, tiny_lla
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = sorted({k.split("/")[3] for k in list_keys(s3, "runs/ddp/checkpoints/")})
-    assert steps == ["step-00000010", "step-00000020"]
+    assert steps == ["step-00000010", "step-00000020", "step-00000030"]  # 30: the final weights (review item 17)
     for step in steps:
         state = read_json(s3, f"runs/ddp/checkpoints/{step}/trainer_state.json")
         assert state["world_size"] == 2

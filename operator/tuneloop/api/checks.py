@@ -139,6 +139,12 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
         problems.append(Problem("spec.training.lora", "is set but method is 'full'; set method: lora or remove lora"))
     if t.lora is not None and t.lora.r > 0 and t.lora.alpha <= 0:
         problems.append(Problem("spec.training.lora.alpha", "must be positive"))
+    if t.sharding == "fsdp" and t.method != "full":
+        problems.append(Problem("spec.training.sharding", "fsdp applies to method: full; a LoRA run keeps its small "
+                                "trainable state per process, so set sharding: none"))
+    if t.sharding == "fsdp" and t.precision == "fp16":
+        problems.append(Problem("spec.training.sharding", "fsdp trains in bf16 or fp32; set training.precision to bf16, fp32 "
+                                "or auto (auto uses fp32 under fsdp on a GPU without bf16)"))
     if spec.task != "causal-lm-sft" and t.packing:
         problems.append(Problem("spec.training.packing", f"packing applies to causal-lm-sft only, not {spec.task}; remove it"))
     if t.early_stopping is not None:

@@ -58,7 +58,7 @@ class SplitSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class CleaningSpec:
-    dedupe: bool = opt(True, "Drop exact duplicate rows.")
+    dedupe: bool = opt(True, "Drop exact duplicate rows, and validation/test rows that are also training rows.")
     drop_empty: bool = opt(True, "Drop rows with a missing or empty required column.")
     min_length: int = opt(1, "Drop rows whose text is shorter than this many characters.")
     max_length: int | None = opt(None, "Drop rows whose text is longer than this many characters.")
@@ -132,6 +132,9 @@ class TrainingSpec:
     packing: bool | None = opt(None, "SFT only: pack sequences without padding, attention kept within each sequence (default true for causal-lm-sft).")
     precision: Precision = opt("auto", "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = opt(False, "Trade compute for activation memory.")
+    sharding: Literal["none", "fsdp"] = opt(
+        "none", "none = a full replica per process (DDP); fsdp = parameters, gradients and optimizer state sharded across "
+        "processes (FSDP2), for full fine-tunes that do not fit one GPU. fsdp needs method: full and bf16 or fp32.")
     attention_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = opt(
         "auto", "Attention kernel: auto = transformers' default (sdpa where supported); flash_attention_2 needs the flash-attn package and a GPU.")
     seed: int = opt(42, "Seed for weights init, data order and dropout.")

@@ -111,6 +111,10 @@ class RuntimeSettings:
     s3_max_attempts: int = env("AWS_MAX_ATTEMPTS", "S3 attempts per request (connection errors, timeouts, 5xx, throttling) "
                                                    "before the run exits retryable.", 8, kind=int)
     s3_timeout: int = env("TUNELOOP_S3_TIMEOUT", "Seconds an S3 connect or read may take before it is retried.", 60, kind=int)
+    collective_timeout: int = env(
+        "TUNELOOP_COLLECTIVE_TIMEOUT", "Seconds a process waits in a collective (a barrier while rank 0 exports and uploads "
+        "final/, an all-reduce) before the run fails retryable; torch's NCCL default of 600 is too short for the export "
+        "of a large model (review item 16).", 3600, kind=int)
     nnodes: int = env("NNODES", "Pods training together (operator: spec.resources.nodes).", 1, kind=int)
     node_rank: int = env("NODE_RANK", "This pod's index (operator: the Indexed Job's completion index).", 0, kind=int)
     nproc_per_node: int = env("NPROC_PER_NODE", "Processes per pod (operator: gpusPerNode, 1 on CPU).", 1, kind=int)

@@ -221,7 +221,7 @@ def clean_rows(rows: Iterable[Row], task: Task, fields: FieldMap, cleaning: Clea
             drops["too_long"] += 1
             continue
         if cleaning.dedupe:
-            key = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+            key = row_key(row)
             if key in seen:
                 drops["duplicate"] += 1
                 continue
@@ -230,6 +230,11 @@ def clean_rows(rows: Iterable[Row], task: Task, fields: FieldMap, cleaning: Clea
     report.dropped = dict(drops)
     report.rows_out = len(kept)
     return kept, report
+
+
+def row_key(row: Row) -> str:
+    """A cleaned row's identity for dedupe: two rows with equal mapped columns are one."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def label_name(value: Any) -> str:

@@ -41,6 +41,20 @@ class Splits:
         }
 
 
+def drop_rows_in(rows: list[data.Row], train: list[data.Row], report: data.CleaningReport) -> list[data.Row]:
+    """`rows` without those equal to a training row (after cleaning), counted as `in_train` in `report`.
+
+    Dedupe within a split cannot see this: a validation or test file given apart from train
+    that repeats training rows. Splits carved from train are disjoint already.
+    """
+    seen = {data.row_key(row) for row in train}
+    kept = [row for row in rows if data.row_key(row) not in seen]
+    if len(kept) < len(rows):
+        report.dropped["in_train"] = report.dropped.get("in_train", 0) + len(rows) - len(kept)
+        report.rows_out = len(kept)
+    return kept
+
+
 def read_uri(uri: str, fmt: str | None, settings: RuntimeSettings) -> tuple[list[data.Row], list[str]]:
     storage, keys = resolve_files(uri, settings)
     if not keys:
@@ -85,6 +99,13 @@ def load_splits(spec: FineTuneJobSpec, settings: RuntimeSettings, *, only: str |
         return Splits([], [], cleaned["test"], reports, sources=sources)
 
     train = cleaned["train"]
+    if ds.cleaning.dedupe:  # evaluation rows that are training rows would score memorisation (review item 17)
+        for split in ("validation", "test"):
+            if split in cleaned:
+                cleaned[split] = drop_rows_in(cleaned[split], train, reports[split])
+                if not cleaned[split]:
+                    raise PermanentError(f"every {split} row is also a training row (see dataset.{split}); "
+                                         f"give held-out {split} data, or set dataset.cleaning.dedupe: false to keep them")
     validation, test = cleaned.get("validation"), cleaned.get("test")
     if validation is None or test is None:
         train, held_val, held_test = data.split_rows(

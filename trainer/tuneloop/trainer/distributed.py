@@ -15,6 +15,10 @@ Kept apart from the recipe so the rule is stated once, next to why it holds:
   (with `split_batches=False`), which made the schedule run `world_size` times too fast. The
   recipe steps its own scheduler once per optimizer step, skipping the steps the fp16 grad
   scaler skipped, as HF Trainer does.
+* **Collectives wait long enough for rank 0's I/O.** Other ranks wait in a barrier while rank 0
+  exports final/ and uploads it (and, at a checkpoint, while it waits for the previous upload).
+  torch's NCCL default timeout (10 minutes) would kill an 8B export; the recipe sets the
+  process group's timeout from `TUNELOOP_COLLECTIVE_TIMEOUT` (review item 16).
 """
 
 from __future__ import annotations
@@ -24,12 +28,30 @@ from typing import Any
 import torch
 
 
+def process_group_timeout(seconds: int) -> Any:
+    """accelerate's handler that starts the process group with a `seconds` collective timeout."""
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return InitProcessGroupKwargs(timeout=timedelta(seconds=seconds))
+
+
 def global_sum(accelerator: Any, value: float) -> float:
     """`value` summed over every process (one small all-reduce; the value itself with one process)."""
     if accelerator.num_processes == 1:
         return float(value)
     total = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
     return float(accelerator.reduce(total, "sum").item())
+
+
+def global_max(accelerator: Any, value: float) -> float:
+    """The largest `value` over every process."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    total = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.MAX)
+    return float(total.item())
 
 
 def loss_scale(world_size: int, global_count: float) -> float:

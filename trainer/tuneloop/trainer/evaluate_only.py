@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tuneloop.trainer import data
+from tuneloop.trainer import data, distributed
 from tuneloop.trainer.checkpoint import TrainerState
 from tuneloop.trainer.config import PermanentError
 from tuneloop.trainer.dataset import load_splits
@@ -37,7 +37,8 @@ class Evaluation(Recipe):
         quiet_transformers()
 
         spec = self.spec
-        self.accelerator = Accelerator(mixed_precision=mixed_precision(spec.training.precision), cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(spec.training.precision), cpu=not torch.cuda.is_available(),
+                                       kwargs_handlers=[distributed.process_group_timeout(self.settings.collective_timeout)])
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.output = open_storage(spec.output.uri, self.settings)

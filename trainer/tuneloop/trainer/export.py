@@ -17,8 +17,9 @@ from tuneloop.trainer.storage import Storage
 
 
 def export_model(model: Any, tokenizer: Any, spec: FineTuneJobSpec, label_names: list[str] | None, step: int,
-                 local: Path, output: Storage) -> None:
-    model.save_pretrained(str(local))
+                 local: Path, output: Storage, state_dict: dict[str, Any] | None = None) -> None:
+    """`state_dict`: the consolidated weights of a sharded (FSDP) model, gathered to this rank."""
+    model.save_pretrained(str(local), state_dict=state_dict)
     tokenizer.save_pretrained(str(local))
     if spec.training.method == "lora" and spec.training.lora and spec.training.lora.merge:
         merged = model.merge_and_unload()

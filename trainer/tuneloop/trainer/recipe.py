@@ -29,17 +29,22 @@ import torch
 import torch.nn.functional as F
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.trainer import data, distributed, throughput
+from tuneloop.trainer import data, distributed, sharding, throughput
 from tuneloop.trainer.checkpoint import (
     CheckpointPublisher,
+    SnapshotBuffers,
     TrainerState,
     capture_rng,
     is_better,
+    is_sharded_checkpoint,
     load_trained_weights,
     read_local,
+    read_trainer_files,
     restore_rng,
     step_prefix,
-    write_local,
+    take_snapshot,
+    write_snapshot,
+    write_trainer_files,
 )
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.dataset import Splits, load_splits
@@ -68,6 +73,9 @@ def quiet_transformers() -> None:
 
 
 class Recipe:
+    sharded = False  # training.sharding: fsdp (set in setup)
+    saved_step: int | None = None  # the step of the newest checkpoint saved or resumed from
+
     def __init__(self, spec: FineTuneJobSpec, settings: RuntimeSettings, *,
                  metrics: TrainerMetrics | None = None, log: Callable[[str], None] = print,
                  on_evaluate: Callable[[int, dict[str, float]], bool] | None = None):
@@ -79,6 +87,7 @@ class Recipe:
         self.metrics = metrics or TrainerMetrics(settings.job_name, settings.namespace)
         self._log = log
         self.stop_requested = False
+        self.checkpoint_stalls: list[float] = []  # seconds the loop waited per save (bench/checkpoint_stall.py)
         self.results: dict[str, Any] = {}
 
     # ================================================================== setup
@@ -93,7 +102,14 @@ class Recipe:
         quiet_transformers()
 
         spec, training = self.spec, self.spec.training
-        self.accelerator = Accelerator(mixed_precision=mixed_precision(training.precision), cpu=not torch.cuda.is_available())
+        # Under FSDP the compute dtype is FSDP2's MixedPrecisionPolicy (sharding.py), not accelerate's
+        # autocast; fp16 would need a sharded grad scaler, so a GPU without bf16 trains fp32 there.
+        self.sharded = training.sharding == "fsdp"
+        compute = mixed_precision(training.precision)
+        self.compute_precision = "no" if self.sharded and compute == "fp16" else compute
+        self.own_process_group = self.sharded and sharding.ensure_process_group()
+        self.accelerator = Accelerator(mixed_precision="no" if self.sharded else compute, cpu=not torch.cuda.is_available(),
+                                       kwargs_handlers=[distributed.process_group_timeout(self.settings.collective_timeout)])
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.output: Storage = open_storage(spec.output.uri, self.settings)
@@ -102,6 +118,7 @@ class Recipe:
             raise PermanentError(f"training.earlyStopping.metric {self.metric_name!r} is not a {spec.task} metric")
         self.publisher = CheckpointPublisher(self.output, spec.output.keep_last, self.metric_name, self._on_published)
         self.staging = Path(tempfile.mkdtemp(prefix=f"tuneloop-rank{self.rank}-"))
+        self.snapshot_buffers = SnapshotBuffers()
 
         # Data: read and clean on every rank (cheap next to training; no shared disk needed).
         self.splits: Splits = load_splits(spec, self.settings)
@@ -117,7 +134,7 @@ class Recipe:
             self.model_dir = fetch_model(spec.model.source, self.settings, spec.model.revision)
         self.tokenizer = load_tokenizer(self.model_dir)
         set_seed(training.seed)  # same fresh head on every rank
-        mixed = self.accelerator.mixed_precision
+        mixed = self.compute_precision
         self.dropout, dropout_before = resolve_dropout(spec, self.model_dir)
         if self.dropout:
             self.log(f"dropout: {describe_dropout(self.dropout, dropout_before)}")
@@ -139,7 +156,6 @@ class Recipe:
         self.train_items = data.pack_examples(self.examples["train"], self.max_seq_length) if self.packed else self.examples["train"]
         self.write_data_report()
 
-        optimizer = self.build_optimizer(model)
         micro_per_epoch = len(data.epoch_batches(len(self.train_items), training.batch_size, self.world, training.seed, 0))
         if micro_per_epoch == 0:
             raise PermanentError(f"{len(self.train_items)} training rows are fewer than the {self.world} processes; add data")
@@ -150,7 +166,11 @@ class Recipe:
         # Batches are built by epoch_batches (not an accelerate-prepared DataLoader) so that
         # the data position in a checkpoint is two integers and resume is exact. The scheduler
         # stays out of prepare(): accelerate would step it once per process (distributed.py).
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.sharded:  # FSDP2 directly (accelerate 1.15 falls back to DDP on CPU); the optimizer sees the shards
+            self.model = sharding.shard_model(model.to(self.accelerator.device), self.compute_precision)
+            self.optimizer = self.build_optimizer(self.model)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, self.build_optimizer(model))
         self.scheduler = get_scheduler(
             "constant_with_warmup" if training.scheduler == "constant" else training.scheduler,
             self.optimizer,
@@ -250,14 +270,27 @@ class Recipe:
 
     def resume_from_latest(self) -> None:
         self._rng_states: list[dict[str, Any]] = []
+        self.saved_step: int | None = None
         checkpoints = self.publisher.complete_checkpoints()
         if not checkpoints:
             return
-        step = max(checkpoints)
+        step = self.saved_step = max(checkpoints)
+        if is_sharded_checkpoint(checkpoints[step]) != self.sharded:
+            raise PermanentError(f"checkpoint step {step} was written with{'out' if self.sharded else ''} training.sharding: fsdp, "
+                                 "and this run is configured otherwise; resume it with the sharding it was saved with")
         local = self.staging / f"resume-{step}"
-        self.publisher.download(step, local)
-        self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
-                                                  scaler=self.accelerator.scaler)
+        if self.sharded:
+            # .metadata and the trainer files first, then only the shard files DCP's plan reads for
+            # this rank (resharding if the world size changed), not the whole state once per rank.
+            self.publisher.download(step, local, skip=lambda name: name.endswith(".distcp"))
+            needed = sharding.files_to_read(local, self.model, self.optimizer)
+            self.publisher.download(step, local, skip=lambda name: name not in needed)
+            sharding.load_sharded(local, self.model, self.optimizer)
+            self.state, self._rng_states = read_trainer_files(local, self.scheduler)
+        else:
+            self.publisher.download(step, local)
+            self.state, self._rng_states = read_local(local, self.accelerator.unwrap_model(self.model), self.optimizer,
+                                                      self.scheduler, scaler=self.accelerator.scaler)
         if self.state.world_size != self.world:
             # Data order depends on the world size: keep the epoch and the share of it already seen.
             # Exact resume (same batches, same RNG) needs the same number of processes.
@@ -361,14 +394,19 @@ class Recipe:
         for i, micro in enumerate(micro_batches):
             batch = self.collate(micro)
             sync = i == len(micro_batches) - 1
-            # DDP all-reduces gradients only on the last micro-batch of the step.
-            with contextlib.nullcontext() if sync else acc.no_sync(model):
+            # Gradients are all-reduced (DDP) or reduce-scattered (FSDP) only on the last micro-batch of the step.
+            with self.gradient_sync(sync):
                 summed = self.loss_sum(self.forward(batch), batch)
                 acc.backward(summed * scale)
             loss_sum += summed.detach()  # on the device: one host sync per step, not per micro-batch
             tokens += sum(len(ex["input_ids"]) for ex in micro)
             samples += data.count_sequences(micro)
         return loss_sum.item(), float(n_items), tokens, samples
+
+    def gradient_sync(self, enabled: bool) -> Any:
+        if self.sharded:
+            return sharding.gradient_sync(self.model, enabled)
+        return contextlib.nullcontext() if enabled else self.accelerator.no_sync(self.model)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
@@ -388,8 +426,11 @@ class Recipe:
     def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Summed loss of a batch; the caller divides by the targets of the whole optimizer step."""
         if self.spec.task == "causal-lm-sft":
-            labels = batch["labels"]
-            return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+            # Shift the labels, not the logits: `logits[:, :-1].reshape` copies the whole fp32
+            # logits tensor when batch > 1 (8.4 GB at 2 x 8192 x 128k vocab; review item 13).
+            # The last position gets no target, as in transformers' ForCausalLMLoss.
+            targets = F.pad(batch["labels"][:, 1:], (0, 1), value=data.IGNORE_INDEX)
+            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=data.IGNORE_INDEX, reduction="sum")
         if self.spec.task == "regression":
             return F.mse_loss(logits.squeeze(-1), batch["label"].float(), reduction="sum")
@@ -405,13 +446,20 @@ class Recipe:
         # The unwrapped model: DDP's forward syncs buffers with every rank, and a rank whose
         # share is empty (fewer rows than processes) never calls it, a deadlock (issue 8 item 7).
         # accelerate keeps its autocast wrapper on the unwrapped forward.
-        model = acc.unwrap_model(self.model)
+        # Under FSDP every forward is a collective (it gathers the shards), so a rank with fewer
+        # batches runs throw-away forwards until every rank has run as many.
+        model = self.model if self.sharded else acc.unwrap_model(self.model)
         model.eval()
         mine = examples[self.rank::self.world]
         if self.packed:
             mine = data.pack_examples(mine, self.max_seq_length)
         loss_sum, count, preds, golds = 0.0, 0, [], []
         size = self.spec.training.batch_size
+        if self.sharded:
+            batches = math.ceil(len(mine) / size)
+            filler = data.pack_examples(examples[:1], self.max_seq_length) if self.packed else examples[:1]
+            for _ in range(int(distributed.global_max(acc, batches)) - batches):
+                self.forward(self.collate(filler), model)
         for start in range(0, len(mine), size):
             chunk = mine[start:start + size]
             batch = self.collate(chunk)
@@ -447,17 +495,49 @@ class Recipe:
     # ================================================================== checkpoints and export
 
     def save_checkpoint(self, evaluated: dict[str, float], *, wait: bool = False) -> None:
-        """Write locally (all ranks join to gather RNG states), upload from rank 0 in the background."""
+        """Snapshot the state to CPU memory (all ranks join to gather RNG states); rank 0 writes and
+        uploads it in the background, so the loop stalls only for the copy (checkpoint.py).
+
+        `wait` (the SIGTERM save) writes and uploads before returning.
+        """
         from accelerate.utils import gather_object
 
+        started = time.monotonic()
         rng_states = gather_object([capture_rng()]) if self.world > 1 else [capture_rng()]
-        if self.is_main:
-            local = self.staging / f"step-{self.state.step:08d}"
-            write_local(local, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
-                        rng_states, self.state, self.spec.to_dict(), scaler=self.accelerator.scaler)
-            self._save_started = time.monotonic()
-            self.publisher.publish(local, self.state.step, evaluated, background=not wait)
+        if self.sharded:
+            self.save_sharded_checkpoint(evaluated, rng_states)
+        elif self.is_main:
+            self.publisher.wait()  # at most one checkpoint in flight: its snapshot is the only extra memory
+            snapshot = take_snapshot(self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                     rng_states, self.state, self.spec.to_dict(), scaler=self.accelerator.scaler,
+                                     buffers=self.snapshot_buffers)
+            self.last_snapshot_bytes = snapshot.nbytes
+            self.publisher.publish(self.staging / f"step-{self.state.step:08d}", self.state.step, evaluated,
+                                   background=not wait, write=lambda local: write_snapshot(local, snapshot))
         self.accelerator.wait_for_everyone()
+        self.saved_step = self.state.step
+        self.checkpoint_stalls.append(time.monotonic() - started)
+
+    def save_sharded_checkpoint(self, evaluated: dict[str, float], rng_states: list[dict[str, Any]]) -> None:
+        """FSDP: every rank writes and uploads its own DCP shards; rank 0 adds the trainer files and,
+        once every rank's upload succeeded, the manifest. On the loop: each rank moves 1/world of the state."""
+        from accelerate.utils import gather_object
+
+        started, step = time.monotonic(), self.state.step
+        local = self.staging / f"step-{step:08d}"
+        sharding.save_sharded(local, self.model, self.optimizer)
+        error = None
+        try:
+            if self.is_main:
+                write_trainer_files(local, self.scheduler.state_dict(), rng_states, self.state.to_json(), self.spec.to_dict())
+            files: dict[str, int] | None = self.publisher.upload_files(local, step)
+        except Exception as e:  # noqa: BLE001 - every rank must reach the gather below, then all fail together
+            files, error = None, e
+        uploaded = gather_object([files])
+        if any(f is None for f in uploaded):  # no manifest: this step never becomes a checkpoint
+            raise RuntimeError(f"checkpoint step {step}: a rank's upload failed: {error or 'on another rank'}") from error
+        if self.is_main:
+            self.publisher.write_manifest(step, {k: v for f in uploaded for k, v in f.items()}, evaluated, started)
 
     def _on_published(self, step: int, uri: str, seconds: float, size: int, is_best: bool) -> None:
         self.metrics.observe_checkpoint(seconds, size)
@@ -472,6 +552,10 @@ class Recipe:
         if self.examples["validation"]:
             self.results["validation"] = self.evaluate("validation")
             self.track_best(self.results["validation"])
+        if (self.spec.output.save_every_steps or self.spec.output.save_every_minutes) and self.saved_step != state.step:
+            # The final weights as a checkpoint (with their validation metrics) before the export:
+            # a crash in the export resumes here instead of retraining the tail (review item 17).
+            self.save_checkpoint(self.results.get("validation", {}))
         self.exported_step = state.step
         if self.export_best and state.best_step is not None and state.best_step != state.step:
             self.exported_step = self.restore_best()
@@ -487,6 +571,7 @@ class Recipe:
                              "final_model": self.output.child("final"), "exported_step": self.exported_step})
         if self.dropout:
             self.results["dropout"] = dict(self.dropout)  # what training.dropout set, by config attribute
+        full_state = sharding.full_model_state(self.model) if self.sharded else None  # a collective: every rank
         if self.is_main:
             self.publisher.wait()
             checkpoints = self.publisher.complete_checkpoints()
@@ -495,7 +580,7 @@ class Recipe:
                 self.results["best_checkpoint"] = self.output.child(step_prefix(best))
             if checkpoints:  # the newest complete one, after pruning: status must not name a deleted one
                 self.results["latest_checkpoint"] = self.output.child(step_prefix(max(checkpoints)))
-            self.export_final()
+            self.export_final(full_state)
             self.output.write_bytes("results.json", json.dumps(self.results, indent=1).encode())
             self.metrics.set_checkpoint("final", self.output.child("final"))
         self.accelerator.wait_for_everyone()
@@ -514,16 +599,23 @@ class Recipe:
         if step not in self.publisher.complete_checkpoints():
             self.log(f"warning: the best step {step} has no checkpoint; exporting the weights of step {self.state.step}")
             return self.state.step
-        local = self.staging / f"best-{step}" / "model.safetensors"
-        self.output.download_file(f"{step_prefix(step)}/model.safetensors", local)
-        load_trained_weights(local, self.accelerator.unwrap_model(self.model))
+        if self.sharded:
+            local = self.staging / f"best-{step}"
+            self.publisher.download(step, local)
+            sharding.load_sharded(local, self.model, None)
+        else:
+            local = self.staging / f"best-{step}" / "model.safetensors"
+            self.output.download_file(f"{step_prefix(step)}/model.safetensors", local)
+            load_trained_weights(local, self.accelerator.unwrap_model(self.model))
         self.log(f"exporting the best checkpoint, step {step} ({self.metric_name} {self.state.best_metric:.4f}), "
                  f"not the last weights (step {self.state.step})")
         return step
 
-    def export_final(self) -> None:
-        export_model(self.accelerator.unwrap_model(self.model), self.tokenizer, self.spec, self.splits.label_names,
-                     self.exported_step, self.staging / "final", self.output)
+    def export_final(self, full_state: dict[str, torch.Tensor] | None = None) -> None:
+        """final/ in Hugging Face format; under FSDP from the consolidated weights gathered to rank 0."""
+        model = self.model if self.sharded else self.accelerator.unwrap_model(self.model)
+        export_model(model, self.tokenizer, self.spec, self.splits.label_names, self.exported_step, self.staging / "final",
+                     self.output, state_dict=full_state)
 
     # ================================================================== plumbing
 
@@ -535,7 +627,7 @@ class Recipe:
                     tokens_per_second=tokens / seconds, samples_per_second=samples / seconds)
         if torch.cuda.is_available():
             metrics.set(gpu_memory_bytes=torch.cuda.max_memory_allocated())
-            peak = throughput.peak_flops(torch.cuda.get_device_name(), self.accelerator.mixed_precision)
+            peak = throughput.peak_flops(torch.cuda.get_device_name(), self.compute_precision)
             if peak:
                 metrics.set(mfu_ratio=throughput.mfu(self.flop_counts, tokens, samples, seconds, peak, self.world))
 
@@ -570,3 +662,5 @@ class Recipe:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             if getattr(self, "staging", None) is not None:
                 shutil.rmtree(self.staging, ignore_errors=True)
+            if getattr(self, "own_process_group", False):
+                sharding.release_process_group()
