@@ -32,6 +32,7 @@ class StepPrefetcher:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.waited = 0.0  # seconds the loop spent waiting for a batch
+        self.first_wait: float | None = None  # of which for the first batch (the rest is the steady state)
         self._thread = threading.Thread(target=self._fill, name="tuneloop-prefetch", daemon=True)
         self._thread.start()
 
@@ -63,7 +64,9 @@ class StepPrefetcher:
         while True:
             started = time.perf_counter()
             value = self._queue.get()
-            self.waited += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.waited += waited
+            self.first_wait = waited if self.first_wait is None else self.first_wait
             if value is _DONE:
                 return
             if isinstance(value, BaseException):

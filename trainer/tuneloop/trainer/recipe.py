@@ -281,7 +281,7 @@ class Recipe:
         progress = self._progress_bar(state.step)
         started, start_step, last_save = time.monotonic(), state.step, time.monotonic()
         stopping_early = False
-        self.data_wait_seconds = 0.0
+        self.data_wait_seconds, self.first_batch_wait, self.first_batch_at = 0.0, None, None
         while state.step < self.total_steps and not stopping_early:
             batches = self.epoch_plan(state.epoch)
             groups = [batches[i:i + training.gradient_accumulation_steps] for i in range(0, len(batches), training.gradient_accumulation_steps)]
@@ -292,7 +292,7 @@ class Recipe:
                                       self.collate)
             with prefetch:
                 for items, collated in prefetch:
-                    self.first_batch_at = getattr(self, "first_batch_at", None) or time.monotonic()
+                    self.first_batch_at = self.first_batch_at or time.monotonic()
                     step_started = time.monotonic()
                     loss_sum, n_items, tokens, samples, grad_norm = self.train_step(items, collated)
                     state.step += 1
@@ -334,6 +334,7 @@ class Recipe:
                                  f"{training.early_stopping.patience} evaluations")
                         break
             self.data_wait_seconds += prefetch.waited
+            self.first_batch_wait = prefetch.first_wait if self.first_batch_wait is None else self.first_batch_wait
             if state.batch_in_epoch >= len(groups):
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         progress.close()
