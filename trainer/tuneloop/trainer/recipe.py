@@ -244,7 +244,10 @@ class Recipe:
             {"params": [p for n, p in params if n in decay], "weight_decay": self.spec.training.weight_decay},
             {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.spec.training.learning_rate)
+        # Fused: one kernel over all tensors instead of a Python loop per parameter (as Trainer's
+        # default adamw_torch_fused); with small batches the loop was a fifth of a CPU step (issue 15).
+        fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for _, p in params)
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.spec.training.learning_rate, fused=fused or None)
 
     def resume_from_latest(self) -> None:
         self._rng_states: list[dict[str, Any]] = []
