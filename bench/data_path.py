@@ -7,7 +7,7 @@ rows of 16-512 tokens, as bench/train_throughput.py) and the benchmark's 4-layer
 Llama, then runs the recipe twice against it with the same node cache dir:
 
 1. cold: read and clean from S3, tokenise, write the node's token cache (token_cache.py);
-2. warm: the same job again (a retried pod on the node): tokens come from the cache.
+2. warm: the same job again (a rerun with the same cache dir; the ranks of one pod share it the same way): tokens come from the cache.
 
 For each it prints the time to the first batch (from `Recipe.setup()` to the first batch in
 the loop: data, model download and tokenising), and the share of step time the loop spent

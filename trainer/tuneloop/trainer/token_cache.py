@@ -3,7 +3,8 @@
 Issue 8 (Scale, "data pipeline that scales"): every rank used to tokenise every split into
 Python lists of dicts, about 85 bytes per token on every rank. Here one process per node
 (accelerate's local main) tokenises, writes `<cacheDir>/tokens/<key>.npz` atomically, and
-the other local ranks wait and load it; a retried pod on the same node loads it too. A split
+the other local ranks wait and load it (the operator mounts the cache dir as the pod's emptyDir, so
+the ranks of one pod share it; a rerun with the same cache dir, e.g. on a laptop, loads it too). A split
 lives as one flat int32 token array (and labels), plus offsets: 4-8 bytes per token.
 
 `TokenArrays` is a read-only sequence of examples: item `i` is the same dict of Python lists
