@@ -8,7 +8,8 @@ queues) with the settings of `examples/local/ticket-routing.yaml` (batch 16, max
 AdamW lr 1e-4, weight decay 0.01, 10% warmup then linear, seed 42), for `--epochs` epochs
 (3 by default, to stay short on a shared machine; the example trains 6). The train, validation
 and test rows are the recipe's own split (seed 7); Trainer gets the same tokenised rows and a
-padding collator (`DataCollatorWithPadding`, random batches), the recipe its default batching.
+padding collator (`DataCollatorWithPadding`, random batches), the recipe `batching: length-grouped`
+(under `auto` classification stays shuffled).
 
 Prints useful (non-padding) tokens and samples per second of the training loop (wall and CPU
 seconds of this process), the padding share, and test accuracy and macro F1 of the final
@@ -66,7 +67,7 @@ def main() -> None:
         "task": "sequence-classification", "model": {"source": str(model_dir)},
         "dataset": {"train": str(REPO / "examples/local/tickets.jsonl"), "fields": {"text": "text", "label": "queue"},
                     "split": {"validation": 0.15, "test": 0.2, "seed": 7}, "cleaning": {"minLength": 8}},
-        "output": {"uri": str(work / "out")}, "training": {**HYPER, "epochs": args.epochs}})
+        "output": {"uri": str(work / "out")}, "training": {**HYPER, "batching": "length-grouped", "epochs": args.epochs}})
 
     recipe = TimedRecipe(spec, RuntimeSettings(metrics_port=0, cache_dir=str(work / "cache"), progress="never"), log=lambda _: None)
     recipe.setup(resume=False)

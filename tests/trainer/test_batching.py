@@ -62,7 +62,8 @@ def test_token_budget_bounds_each_micro_batch_padding_included() -> None:
     ("auto", None, "causal-lm-sft", "flash_attention_2", "packed"),  # varlen kernel over sequence offsets
     ("auto", True, "causal-lm-sft", "sdpa", "packed"),  # packing: true still asks for packed rows
     ("auto", False, "causal-lm-sft", "flash_attention_2", "length-grouped"),
-    ("auto", None, "sequence-classification", "auto", "length-grouped"),
+    ("auto", None, "sequence-classification", "auto", "shuffled"),  # length can give the class away
+    ("length-grouped", None, "sequence-classification", "auto", "length-grouped"),
     ("shuffled", None, "regression", "auto", "shuffled"),
     ("packed", None, "causal-lm-sft", "sdpa", "packed"),
 ])

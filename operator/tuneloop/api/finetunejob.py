@@ -108,7 +108,7 @@ class TrainingSpec:
     batching: Literal["auto", "packed", "length-grouped", "shuffled"] = opt(
         "auto", "How micro-batches are formed: packed (SFT: sequences packed into maxSeqLength rows, attention kept within each), "
         "length-grouped (padded batches of similar length, in a seeded random order), shuffled (padded batches in random order); "
-        "auto = packed for SFT with flash_attention_2 (a variable-length kernel), length-grouped otherwise.")
+        "auto = for SFT packed with flash_attention_2 (a variable-length kernel), else length-grouped; shuffled for other tasks.")
     batch_tokens: int | None = opt(None, "Length-grouped batching only: tokens per micro-batch (padding included) instead of "
                                          "batchSize sequences, so short samples go many to a batch and long ones few.")
     precision: Precision = opt("auto", "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.")

@@ -29,11 +29,16 @@ def choose_batching(requested: str, packing: bool | None, task: str, attention: 
 
     `requested` is training.batching; `packing` the older training.packing switch (true asks
     for packed, false rules it out). auto packs SFT only where the attention kernel takes
-    sequence offsets (flash_attention_2), and groups by length everywhere else.
+    sequence offsets (flash_attention_2), and groups SFT by length everywhere else. Classification
+    and regression stay shuffled under auto: where text length tells the class apart, batches of
+    one length are batches of one class (a test's accuracy fell from >= 0.8 to 0.75); they can
+    ask for length-grouped.
     """
     if requested != "auto":
         return requested
-    if task == "causal-lm-sft" and packing is not False and (packing or attention == "flash_attention_2"):
+    if task != "causal-lm-sft":
+        return "shuffled"
+    if packing is not False and (packing or attention == "flash_attention_2"):
         return "packed"
     return "length-grouped"
 
