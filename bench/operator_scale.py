@@ -45,7 +45,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from tuneloop.demo.operator_process import OperatorProcess
 from tuneloop.emulator.client import JsonApi, resource_path

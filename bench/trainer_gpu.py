@@ -1,6 +1,6 @@
 """GPU checks and a throughput benchmark for the trainer (issue 8): what CPU tests cannot show.
 
-    PYTHONPATH=operator:trainer:tests/trainer python3 bench/trainer_gpu.py [--hidden 1024 --layers 8 --steps 20] [--sharding fsdp]
+    PYTHONPATH=operator:trainer:tests/trainer python3 bench/trainer_gpu.py [--hidden 1536 --layers 14 --steps 20] [--sharding fsdp]
 
 Prints, for the GPU it finds (all on random-weight Llama models built from a config, no
 download):
@@ -9,9 +9,12 @@ download):
    trains under `precision: fp16` without "Attempting to unscale FP16 gradients" (item 10).
 2. The packing guard's verdict for sdpa, and for flash_attention_2 (batched rows, then the
    flattened one-row layout the recipe uses) when flash-attn is installed (items 5, Scale).
-3. Tokens/s and MFU (throughput.py) of a short packed SFT run of a mid-size model, with
-   `training.sharding` as given (`--sharding fsdp`: FSDP2 with bf16 parameters gathered and
-   fp32 reductions, DCP checkpoint every 10 steps), on one process (one GPU).
+3. Tokens/s and MFU (throughput.py) of a short SFT run of a mid-size model (the recipe's
+   batching for each attention kernel), with `training.sharding` as given (`--sharding fsdp`:
+   FSDP2 with bf16 parameters gathered and fp32 reductions, DCP checkpoint every 10 steps),
+   then the same model, data, batch size and steps through `transformers.Trainer` (padding
+   collator, group_by_length, bf16), timed around the whole run (its first steps included, as
+   for the recipe).
 4. With `--sharding fsdp`: the sharded run's checkpoint files, the consolidated final/ loading
    with `from_pretrained`, and the dtype of the sharded master weights (fp32).
 
@@ -30,6 +33,7 @@ from pathlib import Path
 import torch
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
+from tuneloop.trainer import data, throughput
 from tuneloop.trainer.config import RuntimeSettings
 from tuneloop.trainer.packing_guard import packing_isolates
 from tuneloop.trainer.recipe import Recipe
@@ -78,10 +82,47 @@ def fsdp_facts(recipe: Recipe, out: Path) -> dict[str, object]:
     return facts
 
 
+def trainer_throughput(model_dir: Path, work: Path, steps: int, gpu: bool) -> dict[str, object]:
+    """The same model, data and batch through transformers.Trainer (padding collator, bf16 on GPU): tokens/s and MFU."""
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, PreTrainedTokenizerFast, Trainer, TrainingArguments
+
+    from tuneloop.api.finetunejob import FieldMap
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    rows = sft_rows(4000, seed=0)
+    examples = [ex for ex in (data.encode_sft(r, tokenizer, FieldMap(), 512) for r in rows) if ex]
+    dataset = [{"input_ids": ex["input_ids"], "attention_mask": [1] * len(ex["input_ids"]), "labels": ex["labels"]} for ex in examples]
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    padder = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=data.IGNORE_INDEX)
+    seen = {"tokens": 0, "sequences": 0}
+
+    def collate(features: list[dict[str, object]]) -> dict[str, object]:
+        seen["tokens"] += sum(len(f["input_ids"]) for f in features)
+        seen["sequences"] += len(features)
+        return padder(features)
+
+    args = TrainingArguments(output_dir=str(work / "hf-trainer"), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-4,
+                             bf16=bf16, use_cpu=not gpu, save_strategy="no", eval_strategy="no", logging_strategy="no",
+                             report_to="none", disable_tqdm=True, train_sampling_strategy="group_by_length")
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
+    if gpu:
+        torch.cuda.synchronize()
+    started = time.monotonic()
+    trainer.train()
+    if gpu:
+        torch.cuda.synchronize()
+    seconds = time.monotonic() - started
+    counts = throughput.FlopCounts.of(model)
+    peak = throughput.peak_flops(torch.cuda.get_device_name(), "bf16" if bf16 else "no") if gpu else None
+    return {"seconds": round(seconds, 1), "tokens_per_second": seen["tokens"] / seconds, "bf16": bf16,
+            "mfu": throughput.mfu(counts, seen["tokens"], seen["sequences"], seconds, peak, 1) if peak else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=1536)
+    parser.add_argument("--layers", type=int, default=14)  # ~0.53B parameters at 1536 wide
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sharding", choices=["none", "fsdp"], default="none")
     args = parser.parse_args()
@@ -137,14 +178,25 @@ def main() -> None:
             values = {m.name: m.samples for m in recipe.metrics.registry.collect()} if hasattr(recipe.metrics, "registry") else {}
             mfu = next((s[0].value for n, s in values.items() if n.endswith("mfu_ratio") and s), None)
             tps = next((s[0].value for n, s in values.items() if n.endswith("tokens_per_second") and s), None)
-            found[f"throughput {attn}"] = {"seconds": round(seconds, 1), "packed": recipe.packed, "tokens_per_second_last_step": tps,
-                                           "mfu_last_step": mfu, "flop_counts": recipe.flop_counts.__dict__,
-                                           "sharding": args.sharding, "world": recipe.world,
+            # The whole loop, as Trainer is timed below: the tokens of every micro-batch trained.
+            done = [mb[recipe.rank] for epoch in range(recipe.state.epoch + 1) for mb in recipe.epoch_plan(epoch)][:recipe.state.step]
+            tokens = sum(recipe.train_lengths[i] for mb in done for i in mb)
+            sequences = sum(data.count_sequences([recipe.train_items[i] for i in mb]) for mb in done)
+            loop = recipe.state.train_seconds + recipe.data_wait_seconds
+            peak = throughput.peak_flops(torch.cuda.get_device_name(), recipe.accelerator.mixed_precision) if gpu else None
+            found[f"throughput {attn}"] = {"seconds": round(seconds, 1), "batching": recipe.batching, "tokens_per_second_last_step": tps,
+                                           "mfu_last_step": mfu, "tokens_per_second": tokens / loop,
+                                           "mfu": throughput.mfu(recipe.flop_counts, tokens, sequences, loop, peak, 1) if peak else None,
+                                           "flop_counts": recipe.flop_counts.__dict__, "sharding": args.sharding, "world": recipe.world,
                                            "gpu_memory_peak_bytes": torch.cuda.max_memory_allocated() if gpu else None}
             if args.sharding == "fsdp":
                 found[f"fsdp {attn}"] = fsdp_facts(recipe, work / f"speed-{attn}" / "out")
         finally:
             recipe.cleanup()
+    try:  # the same model through transformers.Trainer, beside the recipe (issue 15 benchmark 6)
+        found["throughput transformers.Trainer (sdpa, group_by_length)"] = trainer_throughput(model, work, args.steps, gpu)
+    except Exception as e:  # noqa: BLE001 - a benchmark reports what happened
+        found["throughput transformers.Trainer"] = f"FAILED: {type(e).__name__}: {e}"
     print(json.dumps(found, indent=1, default=str))
 
 

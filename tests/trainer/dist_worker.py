@@ -44,7 +44,8 @@ def gradient(model: Path, data_dir: Path, out: Path) -> dict[str, Any]:
                          packing=False), RuntimeSettings(metrics_port=0), log=lambda _: None)
     recipe.setup(resume=False)
     training = recipe.spec.training
-    batches = data.epoch_batches(len(recipe.train_items), training.batch_size, recipe.world, training.seed, 0)
+    batches = recipe.epoch_plan(0)  # the recipe's own (length-grouped) micro-batches
+    assert recipe.batching == "length-grouped"
     group = batches[:training.gradient_accumulation_steps]
     per_rank = [[[recipe.train_items[i] for i in batch[r]] for batch in group] for r in range(recipe.world)]
 

@@ -31,7 +31,8 @@ def test_sft_loss_falls_and_artifacts_land_in_s3(s3: Any, tiny_llama_s3: str, ru
     report = read_json(s3, "runs/sft/data_report.json")
     assert report["cleaning"]["train"]["rows_in"] == 240
     assert report["cleaning"]["train"]["dropped"].get("duplicate", 0) > 0  # sft_rows repeats pairs
-    assert report["tokenized"]["packing_efficiency"] > 0.8
+    # On CPU (sdpa, no variable-length kernel) SFT trains on length-grouped batches, not packed rows (issue 15).
+    assert report["tokenized"]["batching"] == "length-grouped" and "packing_efficiency" not in report["tokenized"]
     assert "model written to s3://tuneloop-test/runs/sft/final" in out
 
 

@@ -1,7 +1,7 @@
 """Reference check: the recipe and a plain `transformers.Trainer` agree.
 
 Same tiny model, same tokenised data, seed and hyperparameters (AdamW with weight decay off
-biases and norms, linear warmup and decay, clipping at 1.0, batch 8, no packing since the
+biases and norms, linear warmup and decay, clipping at 1.0, batch 8, shuffled padded batches as the
 Trainer pads). Only the shuffling differs (each has its own sampler), so after training both
 must land within 2% of each other on validation loss.
 """
@@ -17,7 +17,7 @@ from tuneloop.trainer import data
 from trainer_testkit import build_tokenizer, sft_rows, spec_for, write_jsonl
 
 HPARAMS = {"learningRate": 2e-3, "batchSize": 8, "epochs": 4, "weightDecay": 0.01, "warmupRatio": 0.1,
-           "scheduler": "linear", "maxGradNorm": 1.0, "maxSeqLength": 32, "seed": 3, "packing": False}
+           "scheduler": "linear", "maxGradNorm": 1.0, "maxSeqLength": 32, "seed": 3, "batching": "shuffled"}
 
 
 def test_final_validation_loss_matches_transformers_trainer(tmp_path: Path, tiny_llama: Path, run_inprocess: Any) -> None:

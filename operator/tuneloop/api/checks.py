@@ -147,6 +147,15 @@ def check_finetunejob(spec: FineTuneJobSpec, namespace: str | None = None) -> li
                                 "or auto (auto uses fp32 under fsdp on a GPU without bf16)"))
     if spec.task != "causal-lm-sft" and t.packing:
         problems.append(Problem("spec.training.packing", f"packing applies to causal-lm-sft only, not {spec.task}; remove it"))
+    if spec.task != "causal-lm-sft" and t.batching == "packed":
+        problems.append(Problem("spec.training.batching", f"packed applies to causal-lm-sft only, not {spec.task}; use length-grouped"))
+    if t.packing is not None and t.batching != "auto" and t.packing != (t.batching == "packed"):
+        problems.append(Problem("spec.training.packing", f"{str(t.packing).lower()} contradicts batching {t.batching}; remove packing"))
+    if t.batch_tokens is not None:
+        if t.batch_tokens < 8:
+            problems.append(Problem("spec.training.batchTokens", f"{t.batch_tokens} is below 8 tokens; raise it or remove it"))
+        if t.batching not in ("auto", "length-grouped") or t.packing:
+            problems.append(Problem("spec.training.batchTokens", "applies to length-grouped batching only; remove it or set batching: length-grouped"))
     if t.early_stopping is not None:
         allowed = METRICS_BY_TASK[spec.task]
         if t.early_stopping.metric not in allowed:

@@ -129,7 +129,13 @@ class TrainingSpec:
     gradient_accumulation_steps: int = opt(1, "Micro-batches per optimizer step.")
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 disables).")
     max_seq_length: int = opt(1024, "Tokens per sequence (longer ones are truncated).")
-    packing: bool | None = opt(None, "SFT only: pack sequences without padding, attention kept within each sequence (default true for causal-lm-sft).")
+    packing: bool | None = opt(None, "SFT only: true packs sequences into rows (as batching: packed), false never packs; absent leaves it to batching.")
+    batching: Literal["auto", "packed", "length-grouped", "shuffled"] = opt(
+        "auto", "How micro-batches are formed: packed (SFT: sequences packed into maxSeqLength rows, attention kept within each), "
+        "length-grouped (padded batches of similar length, in a seeded random order), shuffled (padded batches in random order); "
+        "auto = for SFT packed with flash_attention_2 (a variable-length kernel), else length-grouped; shuffled for other tasks.")
+    batch_tokens: int | None = opt(None, "Length-grouped batching only: tokens per micro-batch (padding included) instead of "
+                                         "batchSize sequences, so short samples go many to a batch and long ones few.")
     precision: Precision = opt("auto", "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = opt(False, "Trade compute for activation memory.")
     sharding: Literal["none", "fsdp"] = opt(

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneloop.api.finetunejob import FineTuneJobSpec
-from tuneloop.trainer import data, distributed, sharding, throughput
+from tuneloop.trainer import batching, data, distributed, sharding, throughput, token_cache
 from tuneloop.trainer.checkpoint import (
     CheckpointPublisher,
     SnapshotBuffers,
@@ -48,8 +48,8 @@ from tuneloop.trainer.checkpoint import (
 )
 from tuneloop.trainer.config import PermanentError, RuntimeSettings
 from tuneloop.trainer.dataset import Splits, load_splits
-from tuneloop.trainer.examples import encode_split
 from tuneloop.trainer.export import export_model
+from tuneloop.trainer.loader import StepPrefetcher
 from tuneloop.trainer.evaluation import DEFAULT_METRIC, metric_direction_ok, task_metrics
 from tuneloop.trainer.metrics import TrainerMetrics
 from tuneloop.trainer.dropout import describe as describe_dropout
@@ -152,11 +152,17 @@ class Recipe:
                                      "response tokens cannot be found; use a model whose chat template renders each prefix of a "
                                      "conversation as the conversation's start")
             raise PermanentError("no training example has a response token left after truncation; raise training.maxSeqLength")
-        self.packed = spec.task == "causal-lm-sft" and training.packing is not False and self.packing_is_safe(model)
+        # Batching per attention kernel (batching.py): packed rows only where a varlen kernel takes them.
+        self.batching = batching.choose_batching(training.batching, training.packing, spec.task, training.attention_implementation)
+        self.packed = self.batching == "packed" and self.packing_is_safe(model)
+        if self.batching == "packed" and not self.packed:
+            self.batching = "length-grouped"
         self.train_items = data.pack_examples(self.examples["train"], self.max_seq_length) if self.packed else self.examples["train"]
+        self.train_lengths = self.train_items.lengths() if self.train_items is self.examples["train"] else \
+            [len(item["input_ids"]) for item in self.train_items]
         self.write_data_report()
 
-        micro_per_epoch = len(data.epoch_batches(len(self.train_items), training.batch_size, self.world, training.seed, 0))
+        micro_per_epoch = len(self.epoch_plan(0))
         if micro_per_epoch == 0:
             raise PermanentError(f"{len(self.train_items)} training rows are fewer than the {self.world} processes; add data")
         self.steps_per_epoch = math.ceil(micro_per_epoch / training.gradient_accumulation_steps)
@@ -186,9 +192,10 @@ class Recipe:
         if self.state.step and self.world == self.state.world_size and self._rng_states:
             restore_rng(self._rng_states[self.rank])
 
-    def encode(self, rows: list[data.Row], split: str) -> list[dict[str, Any]]:
-        """Tokenise one split; rows that cannot be used are counted in the data report."""
-        encoded = encode_split(rows, self.spec, self.tokenizer, self.splits.label_names, self.max_seq_length)
+    def encode(self, rows: list[data.Row], split: str) -> token_cache.TokenArrays:
+        """Tokenise one split (once per node: token_cache.py); rows that cannot be used are counted in the data report."""
+        examples, encoded = token_cache.encode_once(rows, self.spec, self.tokenizer, Path(self.tokenizer.name_or_path), self.splits.label_names,
+                                                    self.max_seq_length, Path(self.settings.cache_dir).expanduser(), self.accelerator)
         dropped, changes = encoded.dropped, encoded.changes
         if dropped:
             report = self.splits.reports.get(split)
@@ -204,7 +211,7 @@ class Recipe:
             self.log(f"warning: the chat template is not prefix-stable ({split}): "
                      f"{changes.get('only_last_turn_trained', 0)} conversations train on their last assistant turn only, "
                      f"{dropped.get('chat_template_not_prefix_stable', 0)} dropped")
-        return encoded.examples
+        return examples
 
     def fit_max_seq_length(self, model: Any) -> int:
         """training.maxSeqLength, clamped to what the model can take (a warning says so)."""
@@ -214,6 +221,12 @@ class Recipe:
                      f"using {limit} (set training.maxSeqLength <= {limit} to silence this)")
             return limit
         return wanted
+
+    def epoch_plan(self, epoch: int) -> batching.Plan:
+        """This epoch's micro-batches, plan[b][rank] -> item indices; a pure function of (seed, epoch, world)."""
+        training = self.spec.training
+        return batching.epoch_plan(self.batching, self.train_lengths, training.batch_size, self.world, training.seed, epoch,
+                                   training.batch_tokens)
 
     @property
     def flatten_packs(self) -> bool:
@@ -236,10 +249,11 @@ class Recipe:
 
     def write_data_report(self) -> None:
         report = self.splits.report()
-        tokens = sum(len(ex["input_ids"]) for ex in self.examples["train"])
+        tokens = int(self.examples["train"].offsets[-1])
         report["tokenized"] = {name: len(exs) for name, exs in self.examples.items()}
         report["tokenized"]["train_tokens"] = tokens
         report["tokenized"]["max_seq_length"] = self.max_seq_length
+        report["tokenized"]["batching"] = self.batching
         report["tokenized"]["rows_changed"] = {split: n for split, n in self.rows_changed.items() if n}
         if getattr(self, "packing_note", None):
             report["tokenized"]["packing_disabled"] = self.packing_note
@@ -266,7 +280,10 @@ class Recipe:
             {"params": [p for n, p in params if n in decay], "weight_decay": self.spec.training.weight_decay},
             {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.spec.training.learning_rate)
+        # Fused: one kernel over all tensors instead of a Python loop per parameter (as Trainer's
+        # default adamw_torch_fused); with small batches the loop was a fifth of a CPU step (issue 15).
+        fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for _, p in params)
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.spec.training.learning_rate, fused=fused or None)
 
     def resume_from_latest(self) -> None:
         self._rng_states: list[dict[str, Any]] = []
@@ -316,62 +333,71 @@ class Recipe:
         progress = self._progress_bar(state.step)
         started, start_step, last_save = time.monotonic(), state.step, time.monotonic()
         stopping_early = False
+        self.data_wait_seconds, self.first_batch_wait, self.first_batch_at = 0.0, None, None
         while state.step < self.total_steps and not stopping_early:
-            batches = data.epoch_batches(len(self.train_items), training.batch_size, self.world, training.seed, state.epoch)
+            batches = self.epoch_plan(state.epoch)
             groups = [batches[i:i + training.gradient_accumulation_steps] for i in range(0, len(batches), training.gradient_accumulation_steps)]
-            while state.batch_in_epoch < len(groups) and state.step < self.total_steps:
-                step_started = time.monotonic()
-                items = [[self.train_items[i] for i in batch[self.rank]] for batch in groups[state.batch_in_epoch]]
-                loss_sum, n_items, tokens, samples, grad_norm = self.train_step(items)
-                state.step += 1
-                state.batch_in_epoch += 1
-                state.train_seconds += time.monotonic() - step_started
-                # One all-reduce per step: loss, counts, and the stop/save flags every rank must agree on.
-                want_time_save = bool(self.spec.output.save_every_minutes) and self.is_main and \
-                    time.monotonic() - last_save >= 60 * self.spec.output.save_every_minutes
-                totals = acc.reduce(torch.tensor([loss_sum, n_items, tokens, samples, float(self.stop_requested), float(want_time_save)],
-                                                 dtype=torch.float64, device=acc.device), "sum").tolist()
-                state.last_train_loss = totals[0] / max(totals[1], 1)
-                self.report_step(state.last_train_loss, grad_norm, totals[2], totals[3], time.monotonic() - step_started,
-                                 (time.monotonic() - started) / (state.step - start_step))
-                progress.update(1)
-                progress.set_postfix(loss=f"{state.last_train_loss:.4f}", refresh=False)
+            # The next steps' batches are collated in a background thread (loader.py); the
+            # loop records how long it waited for them (the data-wait share, issue 15 benchmark 4).
+            todo = groups[state.batch_in_epoch:state.batch_in_epoch + self.total_steps - state.step]
+            prefetch = StepPrefetcher(([[self.train_items[i] for i in batch[self.rank]] for batch in group] for group in todo),
+                                      self.collate)
+            with prefetch:
+                for items, collated in prefetch:
+                    self.first_batch_at = self.first_batch_at or time.monotonic()
+                    step_started = time.monotonic()
+                    loss_sum, n_items, tokens, samples, grad_norm = self.train_step(items, collated)
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    state.train_seconds += time.monotonic() - step_started
+                    # One all-reduce per step: loss, counts, and the stop/save flags every rank must agree on.
+                    want_time_save = bool(self.spec.output.save_every_minutes) and self.is_main and \
+                        time.monotonic() - last_save >= 60 * self.spec.output.save_every_minutes
+                    totals = acc.reduce(torch.tensor([loss_sum, n_items, tokens, samples, float(self.stop_requested), float(want_time_save)],
+                                                     dtype=torch.float64, device=acc.device), "sum").tolist()
+                    state.last_train_loss = totals[0] / max(totals[1], 1)
+                    self.report_step(state.last_train_loss, grad_norm, totals[2], totals[3], time.monotonic() - step_started,
+                                     (time.monotonic() - started) / (state.step - start_step))
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{state.last_train_loss:.4f}", refresh=False)
 
-                evaluated: dict[str, float] = {}
-                last = state.step >= self.total_steps
-                stop_now = totals[4] > 0
-                every = self.spec.output.save_every_steps
-                save_now = stop_now or totals[5] > 0 or bool(every and state.step % every == 0 and not last)
-                eval_due = bool(training.eval_every_steps and state.step % training.eval_every_steps == 0)
-                # When the run evaluates at all, every checkpoint (but the SIGTERM one, which must be
-                # quick) is evaluated, so the best one is known whatever saveEverySteps and
-                # evalEverySteps are (issue 8 item 9). Runs that never asked for evaluation pay nothing.
-                evaluates = bool(training.eval_every_steps or training.early_stopping)
-                if self.examples["validation"] and not last and (eval_due or (evaluates and save_now and not stop_now)):
-                    evaluated = self.evaluate("validation")
-                    stopping_early = self.track_best(evaluated)
-                    if self.on_evaluate is not None and self.on_evaluate(state.step, evaluated):
+                    evaluated: dict[str, float] = {}
+                    last = state.step >= self.total_steps
+                    stop_now = totals[4] > 0
+                    every = self.spec.output.save_every_steps
+                    save_now = stop_now or totals[5] > 0 or bool(every and state.step % every == 0 and not last)
+                    eval_due = bool(training.eval_every_steps and state.step % training.eval_every_steps == 0)
+                    # When the run evaluates at all, every checkpoint (but the SIGTERM one, which must be
+                    # quick) is evaluated, so the best one is known whatever saveEverySteps and
+                    # evalEverySteps are (issue 8 item 9). Runs that never asked for evaluation pay nothing.
+                    evaluates = bool(training.eval_every_steps or training.early_stopping)
+                    if self.examples["validation"] and not last and (eval_due or (evaluates and save_now and not stop_now)):
+                        evaluated = self.evaluate("validation")
+                        stopping_early = self.track_best(evaluated)
+                        if self.on_evaluate is not None and self.on_evaluate(state.step, evaluated):
+                            progress.close()
+                            raise TrialPruned(f"pruned at step {state.step} of {self.total_steps}")
+                        save_now = save_now or (self.export_best and state.best_step == state.step)
+                    if save_now:
+                        self.save_checkpoint(evaluated, wait=stop_now)
+                        last_save = time.monotonic()
+                    if stop_now:
                         progress.close()
-                        raise TrialPruned(f"pruned at step {state.step} of {self.total_steps}")
-                    save_now = save_now or (self.export_best and state.best_step == state.step)
-                if save_now:
-                    self.save_checkpoint(evaluated, wait=stop_now)
-                    last_save = time.monotonic()
-                if stop_now:
-                    progress.close()
-                    raise Preempted(f"SIGTERM: checkpoint at step {state.step} published; exiting for a retry to resume")
-                if stopping_early:
-                    self.log(f"early stopping at step {state.step}: {self.metric_name} did not improve in "
-                             f"{training.early_stopping.patience} evaluations")
-                    break
+                        raise Preempted(f"SIGTERM: checkpoint at step {state.step} published; exiting for a retry to resume")
+                    if stopping_early:
+                        self.log(f"early stopping at step {state.step}: {self.metric_name} did not improve in "
+                                 f"{training.early_stopping.patience} evaluations")
+                        break
+            self.data_wait_seconds += prefetch.waited
+            self.first_batch_wait = prefetch.first_wait if self.first_batch_wait is None else self.first_batch_wait
             if state.batch_in_epoch >= len(groups):
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         progress.close()
         return self.finish()
 
-    def train_step(self, micro_batches: list[list[dict[str, Any]]]) -> tuple[float, float, float, float, float]:
-        """One optimizer step over this rank's micro-batches: gradients, clip, step."""
-        loss_sum, n_items, tokens, samples = self.accumulate_gradients(micro_batches)
+    def train_step(self, micro_batches: list[list[dict[str, Any]]], collated: list[Any] | None = None) -> tuple[float, float, float, float, float]:
+        """One optimizer step over this rank's micro-batches (`collated`: their tensors, if prepared): gradients, clip, step."""
+        loss_sum, n_items, tokens, samples = self.accumulate_gradients(micro_batches, collated)
         max_norm = self.spec.training.max_grad_norm or float("inf")
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
         self.optimizer.step()
@@ -379,7 +405,7 @@ class Recipe:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, n_items, tokens, samples, float(grad_norm)
 
-    def accumulate_gradients(self, micro_batches: list[list[dict[str, Any]]]) -> tuple[float, float, float, float]:
+    def accumulate_gradients(self, micro_batches: list[list[dict[str, Any]]], collated: list[Any] | None = None) -> tuple[float, float, float, float]:
         """Forward and backward over this rank's micro-batches of one step.
 
         The loss is normalised by the step's target count over all ranks, so the gradient
@@ -392,7 +418,7 @@ class Recipe:
         loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
         tokens = samples = 0.0
         for i, micro in enumerate(micro_batches):
-            batch = self.collate(micro)
+            batch = collated[i] if collated else self.collate(micro)
             sync = i == len(micro_batches) - 1
             # Gradients are all-reduced (DDP) or reduce-scattered (FSDP) only on the last micro-batch of the step.
             with self.gradient_sync(sync):
@@ -414,7 +440,9 @@ class Recipe:
             batch = data.collate_packed(data.flatten_packs(items) if self.flatten_packs else items, pad)
         else:
             batch = data.collate_padded(items, pad)
-        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        # On CUDA, pinned host memory makes the copy asynchronous (collate runs ahead in loader.py).
+        cuda = self.accelerator.device.type == "cuda"
+        return {k: (v.pin_memory() if cuda else v).to(self.accelerator.device, non_blocking=cuda) for k, v in batch.items()}
 
     def forward(self, batch: dict[str, torch.Tensor], model: Any = None) -> torch.Tensor:
         """Logits in fp32. Packed SFT batches pass position_ids and no attention_mask (see data.pack_examples)."""
@@ -453,6 +481,8 @@ class Recipe:
         mine = examples[self.rank::self.world]
         if self.packed:
             mine = data.pack_examples(mine, self.max_seq_length)
+        else:  # similar lengths together: less padding; the metrics do not depend on the order
+            mine = sorted(mine, key=lambda ex: len(ex["input_ids"]))
         loss_sum, count, preds, golds = 0.0, 0, [], []
         size = self.spec.training.batch_size
         if self.sharded:
