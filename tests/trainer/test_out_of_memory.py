@@ -37,7 +37,7 @@ def test_out_of_memory_while_training_exits_3_with_what_to_change(tiny_bert: Pat
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from tuneloop.trainer.recipe import Recipe
 
-    def train_step(self: Recipe, micro_batches: Any) -> Any:
+    def train_step(self: Recipe, micro_batches: Any, collated: Any = None) -> Any:
         # What the CUDA caching allocator raises when a step does not fit (no GPU here to fill).
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total capacity)")
 
