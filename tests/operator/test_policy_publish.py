@@ -82,3 +82,25 @@ def test_a_revision_the_api_server_refuses_is_remembered_for_the_next_pass_not_r
                        create=(NewRevision(2, "router-r2"),)), set(), memo, logging.getLogger("test"))
     assert status == {"phase": "Retraining"}
     assert "router-r2" in memo["policy_refused"]["uid-1"] and "422" in memo["policy_refused"]["uid-1"]["router-r2"]
+
+
+def test_the_policy_status_is_written_by_our_call_and_an_api_error_is_retried_not_final(kube: Any) -> None:
+    """kopf's own status patch after a timer ends the timer on an API error (issue 13); ours
+    raises a TemporaryError, so kopf runs the timer again."""
+    from tuneloop.emulator import Fault
+
+    ns = kube.create_namespace()
+    api = JsonApi(kube.kubeconfig)
+    policy = maintenancepolicy()
+    policy["metadata"] = {"name": "router", "namespace": ns}
+    api.create(resource_path("tuneloop.dev/v1alpha1", "maintenancepolicies", ns), policy)
+    ours = Kube(kube.api_client)
+    ours.patch_policy_status(ns, "router", {"phase": "Ready"})
+    assert api.get(resource_path("tuneloop.dev/v1alpha1", "maintenancepolicies", ns, "router"))["status"]["phase"] == "Ready"
+    if kube.emulator is None:
+        return  # a real cluster: no fault injection
+    kube.emulator.emulator.faults.add(Fault(method="PATCH", path=f"/namespaces/{ns}/maintenancepolicies/router/status", status=409, times=1))
+    with pytest.raises(kopf.TemporaryError):
+        ours.patch_policy_status(ns, "router", {"phase": "Degraded"})
+    ours.patch_policy_status(ns, "router", {"phase": "Degraded"})
+    assert api.get(resource_path("tuneloop.dev/v1alpha1", "maintenancepolicies", ns, "router"))["status"]["phase"] == "Degraded"

@@ -39,6 +39,7 @@ RETRY_DELAY = 10
 # Kind -> (API prefix, plural) of the children we create.
 PATHS = {"ConfigMap": ("/api/v1", "configmaps"), "Service": ("/api/v1", "services"), "Job": ("/apis/batch/v1", "jobs"),
          "FineTuneJob": ("/apis/tuneloop.dev/v1alpha1", "finetunejobs"),
+         "MaintenancePolicy": ("/apis/tuneloop.dev/v1alpha1", "maintenancepolicies"),
          "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads"), "Event": ("/api/v1", "events"),
          "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets")}
 # The kinds a caller may pass to the generic methods (create, read, patch, delete): our children.
@@ -159,6 +160,13 @@ class Kube:
         self._request(f"patch FineTuneJob {namespace}/{name} status", "PATCH", resource_path("FineTuneJob", namespace, name, "status"),
                       {"status": dict(status)}, query={"fieldManager": FIELD_MANAGER},
                       content_type="application/merge-patch+json")
+
+    def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """The MaintenancePolicy's status, for its timer, as `patch_finetunejob_status` and for the
+        same reason: kopf's own patch failing after a timer stops that policy's timer for good."""
+        self._request(f"patch MaintenancePolicy {namespace}/{name} status", "PATCH",
+                      resource_path("MaintenancePolicy", namespace, name, "status"), {"status": dict(status)},
+                      query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
 
     def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
         """Set `spec.active` of the Kueue Workload of the Job with this uid; False when Kueue

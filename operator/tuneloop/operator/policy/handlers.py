@@ -191,7 +191,7 @@ def publish(kube: Kube, spec: MaintenancePolicySpec, namespace: str, model_uri: 
 @kopf.timer(*MPOL, id="policy", interval=INTERVAL)
 @operator_metrics.instrumented(KIND, "policy")
 async def maintain(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
-                   patch: kopf.Patch, memo: kopf.Memo, logger: Any, policy_revisions: kopf.Index,
+                   memo: kopf.Memo, logger: Any, policy_revisions: kopf.Index,
                    policy_jobs: kopf.Index, policy_pods: kopf.Index, **_: Any) -> None:
     written = memo.setdefault("policy_written", {})
     # What we wrote last wins over a watch event that has not caught up yet (as handlers.last_status).
@@ -211,7 +211,10 @@ async def maintain(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: 
         kopf.event(body, type=type_, reason=reason, message=message)
     changes = status_patch(state, new)
     if changes:
-        patch.status.update(changes)
+        # Straight to the API, not kopf's `patch`: kopf applies a timer's patch after the handler,
+        # and an API error there (a 409, a 5xx past its retries) ends this policy's timer until
+        # the operator restarts; ours is a TemporaryError and the timer retries (issue 13).
+        await asyncio.to_thread(memo.kube.patch_policy_status, namespace, name, changes)
         written[uid] = {**state, **changes}
     trigger = parsed.triggers.metric if parsed is not None else None
     metrics.record(namespace, name, new, trigger.threshold if trigger else None, retrained=action.retrained,
