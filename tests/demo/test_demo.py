@@ -82,7 +82,7 @@ def test_kubectl_against_the_running_demo_shows_the_printer_columns(demo: DemoRu
 
     out = wait_for(ftj_listed, timeout=300, interval=1, what="kubectl to list the first revision")
     ftj_header, mpol_header = [line.split() for line in out.splitlines() if line.startswith("NAME")]
-    assert ftj_header == ["NAME", "TASK", "PHASE", "PROGRESS", "AGE"]
+    assert ftj_header == ["NAME", "TASK", "PHASE", "PROGRESS", "TRIALS", "AGE"]
     assert mpol_header[:5] == ["NAME", "MODEL", "PHASE", "CHAMPION", "METRIC"]
     assert "finetunejob.tuneloop.dev/ticket-router-r1" in out and "sequence-classification" in out
     assert "maintenancepolicy.tuneloop.dev/ticket-router" in out
