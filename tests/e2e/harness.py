@@ -85,6 +85,14 @@ class Cluster:
         return wait_for(lambda: next((e for e in self.events(name) if e["reason"] == reason), None), timeout=timeout,
                         what=f"a {reason} event for {name}")
 
+    def wait_events(self, name: str, reasons: set[str], timeout: float = 10) -> list[str]:
+        """Every reason in `reasons` among the Events of `name`: kopf posts an Event after the
+        status write it reports, so a test that saw the phase may be ahead of the Event."""
+        def probe() -> list[str] | None:
+            seen = self.event_reasons(name)
+            return seen if reasons <= set(seen) else None
+        return wait_for(probe, timeout=timeout, what=f"events {sorted(reasons)} for {name}")
+
     # Children
     def job(self, name: str) -> dict | None:
         return self.api.get(resource_path("batch/v1", "jobs", self.ns, name))

@@ -378,7 +378,8 @@ def test_job_conditions_of_kubernetes_1_31(cluster: Cluster, operator: OperatorP
     complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": NOW}
     cluster.job_status(job, completionTime=NOW, conditions=[success, complete])
     cluster.wait_phase("interim", "Succeeded")
-    assert [r for r in cluster.event_reasons("interim") if r in ("Started", "Succeeded")] == ["Started", "Succeeded"]
+    reasons = cluster.wait_events("interim", {"Started", "Succeeded"})
+    assert [r for r in reasons if r in ("Started", "Succeeded")] == ["Started", "Succeeded"]
 
 
 @pytest.mark.plays_controllers

@@ -153,7 +153,7 @@ def test_finetunejob_trains_for_real_and_status_converges(cluster: Cluster, oper
     assert {f"{key_of(output)}final/config.json", f"{key_of(output)}final/model.safetensors",
             f"{key_of(output)}results.json"} <= set(keys)
     assert f"{key_of(status['checkpoints']['latest']).rstrip('/')}/manifest.json" in keys  # complete, not pruned
-    assert {"Started", "Succeeded"} <= set(cluster.event_reasons("router"))
+    cluster.wait_events("router", {"Started", "Succeeded"})
 
 
 @pytest.mark.plays_controllers
@@ -170,7 +170,7 @@ def test_bad_data_fails_at_once_through_the_pod_failure_policy(cluster: Cluster,
     [pod] = trainer_pods(cluster, "unlabelled")  # exit code 2: no retry
     assert terminated(pod)["exitCode"] == 2
     assert status["attempts"] == 1
-    assert "Failed" in cluster.event_reasons("unlabelled")
+    cluster.wait_event("unlabelled", "Failed")
 
 
 @pytest.mark.plays_controllers
@@ -196,7 +196,7 @@ def test_killed_trainer_is_retried_and_resumes_from_its_checkpoint(cluster: Clus
     assert f"resumed from {output}checkpoints/step-" in kubelet.log(second["metadata"]["name"])
     job = cluster.job("flaky-trainer")
     assert job["status"]["failed"] == 1 and job["status"]["succeeded"] == 1
-    assert "Retrying" in cluster.event_reasons("flaky")
+    cluster.wait_event("flaky", "Retrying")
 
 
 
@@ -223,7 +223,7 @@ def test_suspend_checkpoints_on_sigterm_and_resume_continues_from_it(cluster: Cl
     assert f"resumed from {output}checkpoints/step-" in kubelet.log(second["metadata"]["name"])
     assert status["attempts"] == 1  # a suspension is not a failed attempt
     assert "failed" not in cluster.job("pausable-trainer")["status"]
-    assert {"Suspended", "Resumed", "Succeeded"} <= set(cluster.event_reasons("pausable"))
+    cluster.wait_events("pausable", {"Suspended", "Resumed", "Succeeded"})
 
 @pytest.mark.plays_controllers
 def test_two_node_indexed_job_trains_together(cluster: Cluster, operator: OperatorProcess, kubelet: Kubelet, s3: Any,
@@ -312,7 +312,7 @@ def test_a_failed_rank_restarts_the_whole_group_from_the_checkpoint(cluster: Clu
     pods = sorted(trainer_pods(cluster, "group"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
     assert [p["metadata"]["ownerReferences"][0]["uid"] for p in pods] == [job["metadata"]["uid"]] * 2  # the old Job's pods are gone
     assert f"resumed from {output}checkpoints/step-" in kubelet.log(pods[0]["metadata"]["name"])
-    assert {"GroupRestart", "Retrying", "Succeeded"} <= set(cluster.event_reasons("group"))
+    cluster.wait_events("group", {"GroupRestart", "Retrying", "Succeeded"})
 
 
 # --- the kubelet on its own: plain processes, no operator, a second each --------------------
@@ -653,4 +653,4 @@ def test_a_failed_rank_restarts_the_whole_group_through_jobset(cluster: Cluster,
     pods = sorted(trainer_pods(cluster, "jsg"), key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
     assert [p["metadata"]["ownerReferences"][0]["uid"] for p in pods] == [job["metadata"]["uid"]] * 2
     assert f"resumed from {output}checkpoints/step-" in kubelet.log(pods[0]["metadata"]["name"])
-    assert {"Retrying", "Succeeded"} <= set(cluster.event_reasons("jsg"))
+    cluster.wait_events("jsg", {"Retrying", "Succeeded"})

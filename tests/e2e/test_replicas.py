@@ -61,7 +61,7 @@ def test_two_replicas_one_active_then_failover(cluster: Cluster, kubeconfig: str
         cluster.job_status(job, active=0, succeeded=1, completionTime="2025-01-01T01:00:00Z",
                            conditions=[{"type": "Complete", "status": "True", "lastTransitionTime": "2025-01-01T01:00:00Z"}])
         cluster.wait_phase("ha", "Succeeded")
-        reasons = cluster.event_reasons("ha")
+        reasons = cluster.wait_events("ha", {"Created", "Started", "Succeeded"})
         assert [r for r in reasons if r in ("Created", "Started", "Succeeded")] == ["Created", "Started", "Succeeded"]
         assert len(cluster.jobs("ha")) == 1
     finally:

@@ -101,5 +101,5 @@ def test_a_search_of_four_trials_two_at_a_time_ends_with_the_best_model(
     records = json.loads(cluster.config_map("search-study")["data"]["trials.json"])
     assert [(r["number"], r["state"], round(r["value"], 6)) for r in records] == \
         [(row["number"], "Complete", row["value"]) for row in table]
-    reasons = cluster.event_reasons("search")
+    reasons = cluster.wait_events("search", {"Succeeded"})
     assert reasons.count("TrialStarted") == 4 and reasons.count("TrialSucceeded") == 4 and "Succeeded" in reasons

@@ -113,7 +113,7 @@ def test_search_prunes_survives_a_restart_and_ends_with_the_best_trial(
     records = json.loads(cluster.config_map("search-study")["data"]["trials.json"])
     assert [r["state"] for r in records] == ["Complete", "Pruned", "Complete"]
     assert records[0]["intermediate"] == {"5": 0.35, "10": 0.3}  # scraped, then the final value at the final step
-    reasons = cluster.event_reasons("search")
+    reasons = cluster.wait_events("search", {"Succeeded"})
     assert reasons.count("TrialStarted") == 3 and "TrialPruned" in reasons and "Succeeded" in reasons
 
     if KUBECTL:  # `kubectl get ftj` prints the Trials column

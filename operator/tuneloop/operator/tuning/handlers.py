@@ -25,7 +25,7 @@ from tuneloop.operator import metrics
 from tuneloop.operator.builders import KIND, Blocked, Owner, TrainerDefaults, check_existing_child
 from tuneloop.operator.handlers import (
     FTJ, INTERVALS, _awaits_ttl, is_finished, last_status, now, owned_job, owned_pods, parse, parse_cached, reject,
-    suspend_out_of_sync, sync_suspend, write_status,
+    status_sender, suspend_out_of_sync, sync_suspend, write_status,
 )
 from tuneloop.operator.kube import Forbidden, Kube
 from tuneloop.operator.scrape import fetch_trainer_metrics, metrics_url
@@ -71,7 +71,7 @@ def start_search(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: st
     owner = Owner(name, namespace, uid)
     memo.kube.create_or_read(build_study_config_map(owner, []))
     new = derive_search_status(parsed.tuning, [], {}, previous=current, generation=body.metadata.get("generation", 1), now=now())
-    write_status(body, memo, current, new, patch)
+    write_status(body, memo, current, new, patch.status.update)
 
 
 async def _scrape(memo: kopf.Memo, uid: str, number: int, pods: list[dict]) -> str | None:
@@ -114,7 +114,7 @@ def ensure_trial(kube: Kube, owner: Owner, spec: FineTuneJobSpec, number: int, p
 @kopf.timer(*FTJ, id="search", interval=INTERVALS.status_interval, when=_searching)
 @metrics.instrumented(KIND, "search")
 async def run_search(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, uid: str,
-                     patch: kopf.Patch, memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
+                     memo: kopf.Memo, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
                      logger: Any, **_: Any) -> None:
     current = last_status(body, memo, status)
     if is_finished(current) or body.metadata.get("deletionTimestamp"):
@@ -167,7 +167,7 @@ async def run_search(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name
 
     new = derive_search_status(tuning, step.records, observations, previous=current,
                                generation=body.metadata.get("generation", 1), now=now(), suspended=suspended)
-    write_status(body, memo, current, new, patch)
+    write_status(body, memo, current, new, status_sender(memo, namespace, name))
     metrics.record_phase(namespace, name, new.get("phase"))
 
 
