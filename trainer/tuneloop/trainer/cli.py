@@ -237,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics.serve(settings.metrics_port)
         except OSError as e:
             print(f"tuneloop-train: metrics endpoint disabled: port {settings.metrics_port}: {e.strerror}", file=sys.stderr)
+    finished = False
     try:
         from tuneloop.trainer.recipe import Preempted, Recipe
 
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     metrics_line = ", ".join(f"{k} {v:.4f}" for k, v in scored["metrics"].items())
                     print(f"tuneloop-train: {scored['model']} on {scored['rows']} rows: {metrics_line}; results at {results['results_uri']}")
                 write_termination_message(report_line(results))
+            finished = True
             return EXIT_OK
         if spec.tuning is not None:  # a search: trials one after another (search.py)
             from tuneloop.trainer.search import LocalSearch
@@ -257,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not settings.rank:
                 print(summary(results), flush=True)
                 write_termination_message(final_report(results))
+            finished = True
             return EXIT_OK
         recipe = Recipe(spec, settings, metrics=metrics)
         try:
@@ -267,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if recipe.is_main:
             print(summary(results), flush=True)
             write_termination_message(final_report(results))
+        finished = True
         return EXIT_OK
     except PermanentError as e:
         return fail(str(e), EXIT_PERMANENT)
@@ -282,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "training.batchSize or training.maxSeqLength (not retried: it would fail the same way)",
                         EXIT_OUT_OF_MEMORY)
         return fail(f"{type(e).__name__}: {e} (retryable: a retry resumes from the newest checkpoint)", EXIT_FAILED)
+    finally:
+        from tuneloop.trainer.distributed import leave_process_group
+
+        leave_process_group(finished)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -63,3 +63,21 @@ def step_scheduler(accelerator: Any, scheduler: Any) -> None:
     """Advance the (unprepared) scheduler by one optimizer step, unless the grad scaler skipped it."""
     if not accelerator.optimizer_step_was_skipped:
         scheduler.step()
+
+
+def leave_process_group(finished: bool) -> None:
+    """Leave the process group before the interpreter exits, every rank at once when `finished`.
+
+    A rank that exits with its gloo process group still alive can abort in teardown
+    ("terminate called without an active exception", SIGABRT) while a peer is closing the
+    connections, and torchrun then reports the whole run failed though every rank's work was
+    done. The barrier makes every rank finish its collectives first; after a failure there is
+    no barrier, since a failed rank never reaches it.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
