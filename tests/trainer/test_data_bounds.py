@@ -18,7 +18,7 @@ from tuneloop.trainer.storage import glob_match, resolve_files
     (b'{"text": "a", "n": ' + b"9" * 5000 + b"}\n", "t.jsonl", r"t.jsonl line 1 is not valid data"),
     (b'{"text": "a", "label": NaN}\n', "t.jsonl", r"t.jsonl line 1 is not valid data: NaN"),
     (b"not gzip at all", "t.jsonl.gz", r"t.jsonl.gz is not a valid gzip file"),
-    (gzip.compress(b'{"text": "a"}\n' * 100)[:-12], "t.jsonl.gz", r"t.jsonl.gz is not a valid gzip file"),
+    (gzip.compress(b'{"text": "a"}\n' * 100, mtime=0)[:-12], "t.jsonl.gz", r"t.jsonl.gz is not a valid gzip file"),
 ])
 def test_malformed_rows_name_the_file_and_line(raw: bytes, name: str, message: str) -> None:
     with pytest.raises(PermanentError, match=message):
