@@ -9,18 +9,15 @@ import pytest
 from tuneloop.api.finetunejob import AugmentationSpec, DropoutSpec
 from tuneloop.api.validate import parse_spec, validate_manifest
 
-BASE = {
-    "apiVersion": "tuneloop.dev/v1alpha1",
-    "kind": "FineTuneJob",
-    "metadata": {"name": "regularised", "namespace": "ml"},
-    "spec": {
-        "task": "sequence-classification",
-        "model": {"source": "s3://models/base"},
-        "dataset": {"train": "s3://data/train.jsonl", "augmentation": {"factor": 2, "deletion": 0.1, "swap": 0.05}},
-        "output": {"uri": "s3://out/regularised"},
-        "training": {"dropout": {"all": 0.1, "classifier": 0.3}, "weightDecay": 0.01},
-    },
-}
+from support.manifests import finetunejob
+
+BASE = finetunejob(
+    "regularised",
+    model={"source": "s3://models/base"},
+    dataset={"train": "s3://data/train.jsonl", "augmentation": {"factor": 2, "deletion": 0.1, "swap": 0.05}},
+    output={"uri": "s3://out/regularised"},
+    training={"dropout": {"all": 0.1, "classifier": 0.3}, "weightDecay": 0.01},
+)
 
 
 def spec_with(mutate=None) -> dict:

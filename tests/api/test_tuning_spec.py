@@ -12,31 +12,28 @@ from tuneloop.api.tuning import apply_params
 from tuneloop.api.validate import validate_manifest
 from tuneloop.tuning.space import trial_spec
 
-BASE = {
-    "apiVersion": "tuneloop.dev/v1alpha1",
-    "kind": "FineTuneJob",
-    "metadata": {"name": "search", "namespace": "ml"},
-    "spec": {
-        "task": "sequence-classification",
-        "model": {"source": "s3://models/base"},
-        "dataset": {"train": "s3://data/train.jsonl"},
-        "output": {"uri": "s3://out/search"},
-        "training": {"method": "lora", "evalEverySteps": 10},
-        "tuning": {
-            "objective": {"metric": "eval_loss", "direction": "minimize"},
-            "searchSpace": [
-                {"path": "training.learningRate", "low": 1.0e-5, "high": 1.0e-3, "log": True},
-                {"path": "training.lora.r", "type": "int", "low": 4, "high": 32},
-                {"path": "training.batchSize", "choices": [8, 16]},
-            ],
-            "trials": 8,
-            "parallelism": 2,
-            "sampler": "tpe",
-            "pruner": {"type": "median", "minSteps": 20},
-            "seed": 0,
-        },
+from support.manifests import finetunejob
+
+BASE = finetunejob(
+    "search",
+    model={"source": "s3://models/base"},
+    dataset={"train": "s3://data/train.jsonl"},
+    output={"uri": "s3://out/search"},
+    training={"method": "lora", "evalEverySteps": 10},
+    tuning={
+        "objective": {"metric": "eval_loss", "direction": "minimize"},
+        "searchSpace": [
+            {"path": "training.learningRate", "low": 1.0e-5, "high": 1.0e-3, "log": True},
+            {"path": "training.lora.r", "type": "int", "low": 4, "high": 32},
+            {"path": "training.batchSize", "choices": [8, 16]},
+        ],
+        "trials": 8,
+        "parallelism": 2,
+        "sampler": "tpe",
+        "pruner": {"type": "median", "minSteps": 20},
+        "seed": 0,
     },
-}
+)
 
 
 def problems(mutate=None):

@@ -8,11 +8,12 @@ from typing import Any
 DELETE = object()
 
 
-def finetunejob(**spec_overrides: Any) -> dict[str, Any]:
+def finetunejob(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
+    """A valid FineTuneJob named `name` in namespace ml; keyword arguments replace spec fields."""
     doc = {
         "apiVersion": "tuneloop.dev/v1alpha1",
         "kind": "FineTuneJob",
-        "metadata": {"name": "demo", "namespace": "ml"},
+        "metadata": {"name": name, "namespace": "ml"},
         "spec": {
             "task": "sequence-classification",
             "model": {"source": "s3://models/base/minilm/"},

@@ -373,6 +373,17 @@ def build_conditions(verdict: Verdict, previous: Iterable[Mapping[str, Any]], ge
     return conditions
 
 
+def verdict_fields(verdict: Verdict, previous: Mapping[str, Any], generation: int, now: datetime) -> dict[str, Any]:
+    """The fields every status carries from its verdict: phase, reason, message, conditions."""
+    return {
+        "phase": verdict.phase,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "observedGeneration": generation,
+        "conditions": build_conditions(verdict, previous.get("conditions") or (), generation, now),
+    }
+
+
 def derive_status(
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
@@ -402,14 +413,7 @@ def derive_status(
         kept = {k: previous[k] for k in OWNED if k in previous}
         return {**kept, "observedGeneration": generation}
 
-    status: dict[str, Any] = {
-        "phase": verdict.phase,
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "observedGeneration": generation,
-        "conditions": build_conditions(verdict, previous.get("conditions") or (), generation, now),
-        "attempts": int(previous.get("attempts") or 0),
-    }
+    status: dict[str, Any] = {**verdict_fields(verdict, previous, generation, now), "attempts": int(previous.get("attempts") or 0)}
     for key in ("startTime", "completionTime", "jobName"):
         if previous.get(key):
             status[key] = previous[key]

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from tuneloop.api.tuning import TuningSpec
 from tuneloop.operator.status import (
-    FAILED, PENDING, RUNNING, SUCCEEDED, SUSPENDED, TERMINAL, Verdict, build_conditions, rfc3339,
+    FAILED, PENDING, RUNNING, SUCCEEDED, SUSPENDED, TERMINAL, Verdict, rfc3339, verdict_fields,
 )
 from tuneloop.operator.tuning.decide import failing_fast
 from tuneloop.operator.tuning.observe import TrialObservation
@@ -98,11 +98,7 @@ def derive_search_status(tuning: TuningSpec, records: list[TrialRecord], observa
     verdict = _verdict(tuning, records, observations, suspended)
     section = tuning_section(tuning, records)
     status: dict[str, Any] = {
-        "phase": verdict.phase,
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "observedGeneration": generation,
-        "conditions": build_conditions(verdict, previous.get("conditions") or (), generation, now),
+        **verdict_fields(verdict, previous, generation, now),
         "tuning": section,
         "progress": {"percent": round(100.0 * section["trialsDone"] / tuning.trials, 1)},
     }
