@@ -43,8 +43,10 @@ TRAINERS = "tuneloop-trainer"
 def prometheus(operator: OperatorProcess, tmp_path: Path) -> Iterator[PrometheusServer]:
     folder = tmp_path / "prometheus"
     folder.mkdir()
+    # Scraped every 250 ms: `increase()` in the panels needs two samples of a series, and one
+    # torch thread trains the 160 steps in a few seconds, so 1 s scrapes could miss a checkpoint.
     server = PrometheusServer(folder, static={"tuneloop-operator": [f"127.0.0.1:{operator.metrics_port}"]},
-                              file_sd=[TRAINERS], rule_files=[RULES])
+                              file_sd=[TRAINERS], rule_files=[RULES], interval="250ms")
     server.start()
     yield server
     server.stop()

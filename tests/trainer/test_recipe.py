@@ -154,7 +154,7 @@ def test_time_based_checkpoints(tmp_path: Path, tiny_bert: Path, run_inprocess: 
     train = write_jsonl(tmp_path / "cls.jsonl", classification_rows(100, seed=7))
     output = tmp_path / "out"
     spec = spec_for("sequence-classification", str(tiny_bert), str(train), str(output), maxSteps=6)
-    spec["output"].update(saveEveryMinutes=0.0001, keepLast=10)  # 6 ms: due after every step
+    spec["output"].update(saveEveryMinutes=1e-9, keepLast=10)  # 60 ns: due after every step, however fast a step is
     code, _, err = run_inprocess(spec)
     assert code == 0, err
     saved = sorted(p.parent.name for p in (output / "checkpoints").glob("step-*/manifest.json"))
