@@ -284,6 +284,22 @@ def test_two_node_indexed_job_trains_together(cluster: Cluster, operator: Operat
     assert f"{key_of(output)}final/model.safetensors" in keys
 
 
+def kill_rank_1_after_the_first_checkpoint(cluster: Cluster, kubelet: Kubelet, s3: Any, output: str, name: str,
+                                           job: str) -> tuple[str, dict]:
+    """SIGKILL rank 1 of FineTuneJob `name` once a checkpoint is complete; the uid of its Job
+    `job` before the kill, and the killed pod."""
+    def first_checkpoint() -> bool:
+        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
+
+    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
+    job_uid = cluster.job(job)["metadata"]["uid"]
+    rank1 = next(p for p in trainer_pods(cluster, name)
+                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
+    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+    return job_uid, rank1
+
+
 @pytest.mark.plays_controllers
 def test_a_failed_rank_restarts_the_whole_group_from_the_checkpoint(cluster: Cluster, operator: OperatorProcess,
                                                                      kubelet: Kubelet, s3: Any, tiny_bert_s3: str,
@@ -294,15 +310,7 @@ def test_a_failed_rank_restarts_the_whole_group_from_the_checkpoint(cluster: Clu
     output = submit(cluster, s3, "group", model=tiny_bert_s3, train=train, max_steps=200, save_every=4, secret=s3_secret,
                     nodes=2, env={"OMP_NUM_THREADS": "1"})
 
-    def first_checkpoint() -> bool:
-        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
-
-    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
-    first_job_uid = cluster.job("group-trainer")["metadata"]["uid"]
-    rank1 = next(p for p in trainer_pods(cluster, "group")
-                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
-    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
-    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
+    first_job_uid, _ = kill_rank_1_after_the_first_checkpoint(cluster, kubelet, s3, output, "group", "group-trainer")
 
     status = cluster.wait_phase("group", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
     assert status["attempts"] == 2, status
@@ -626,16 +634,8 @@ def test_a_failed_rank_restarts_the_whole_group_through_jobset(cluster: Cluster,
     jobset = wait_for(lambda: cluster.api.get(jobset_path), what="the JobSet")
     assert jobset["metadata"]["ownerReferences"][0]["name"] == "jsg" and cluster.job("jsg-trainer") is None
 
-    def first_checkpoint() -> bool:
-        return any(k.endswith("manifest.json") for k in list_keys(s3, f"{key_of(output)}checkpoints/"))
-
-    wait_for(first_checkpoint, timeout=TRAIN_TIMEOUT, interval=0.02, what="the first complete checkpoint")
-    first_job_uid = cluster.job("jsg-trainer-node-0")["metadata"]["uid"]
-    rank1 = next(p for p in trainer_pods(cluster, "jsg")
-                 if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+    first_job_uid, rank1 = kill_rank_1_after_the_first_checkpoint(cluster, kubelet, s3, output, "jsg", "jsg-trainer-node-0")
     assert rank1["spec"]["hostname"] == "jsg-trainer-node-0-1" and rank1["spec"]["subdomain"] == "jsg-trainer"
-    os.kill(kubelet.pid(rank1["metadata"]["name"]), signal.SIGKILL)
-    assert not list_keys(s3, f"{key_of(output)}results.json"), "training ended before the kill: make it longer"
 
     status = cluster.wait_phase("jsg", "Succeeded", timeout=2 * TRAIN_TIMEOUT)
     assert status["attempts"] == 2, status
