@@ -74,15 +74,16 @@ def created_finetunejob(kube: Any, name: str) -> tuple[kopf.Body, str]:
     return kopf.Body(made), namespace
 
 
-def status_pass(kube: Any, body: kopf.Body, namespace: str, job_created: dict, trainer_jobs: dict) -> kopf.Memo:
+def status_pass(kube: Any, body: kopf.Body, namespace: str, job_created: dict, trainer_jobs: dict,
+                memo: kopf.Memo | None = None) -> kopf.Memo:
     import asyncio
 
     from tuneloop.operator.config import OperatorConfig
     from tuneloop.operator.kube import Kube
 
     meta = body["metadata"]
-    memo = kopf.Memo(config=OperatorConfig(), written={}, parsed={}, restarted={}, service_job={}, job_created=job_created,
-                     kube=Kube(kube.api_client))
+    memo = memo or kopf.Memo(config=OperatorConfig(), written={}, parsed={}, restarted={}, service_job={}, job_created=job_created,
+                             failed_create={}, kube=Kube(kube.api_client))
     asyncio.run(handlers.refresh_status(body=body, spec=body["spec"], status={"phase": "Pending", "reason": "CreatingJob"},
                                         name=meta["name"], namespace=namespace, uid=meta["uid"], patch=kopf.Patch(),
                                         memo=memo, trainer_jobs=trainer_jobs, trainer_pods={}))
@@ -115,3 +116,60 @@ def test_a_job_seen_in_the_index_ends_the_expectation(kube: Any) -> None:
            "spec": {"suspend": False}, "status": {}}
     memo = status_pass(kube, body, namespace, {uid: time.monotonic()}, {(namespace, "seen"): [job]})
     assert memo.job_created == {}
+
+
+def written(memo: kopf.Memo, uid: str) -> dict:
+    """The status the last pass wrote (memo.written holds (when, status))."""
+    return memo.written[uid][1]
+
+
+def test_failed_create_events_are_read_on_a_doubling_schedule() -> None:
+    """A pod-less Job's Events: first read 5 s after it is first seen so, then 10, 20 ... 300 s apart."""
+    watch = handlers.EventsWatch.first_seen("job-uid", now=100.0)
+    assert not watch.due(104.9) and watch.due(105.0) and watch.message is None
+    reads = []
+    for _ in range(8):
+        reads.append(watch.next_at)
+        watch = watch.after_read(watch.next_at, "refused")
+    assert reads == [105.0, 115.0, 135.0, 175.0, 255.0, 415.0, 715.0, 1015.0]  # the wait stops doubling at 300 s
+    assert watch.message == "refused"
+
+
+def test_a_podless_job_lists_its_events_on_the_schedule_not_every_pass(kube: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 (1,000 pod-less Jobs listed Events 180 times a second): the first pass only notes
+    the Job; a due pass reads its FailedCreate Event once and says why; the next pass reuses it."""
+    from tuneloop.emulator.client import JsonApi, resource_path
+    from tuneloop.operator.kube import Kube
+
+    body, namespace = created_finetunejob(kube, "nopods")
+    uid = body["metadata"]["uid"]
+    job = {"metadata": {"name": "nopods-trainer", "uid": "job-uid-1", "ownerReferences": [{"uid": uid}]},
+           "spec": {"suspend": False}, "status": {}}
+    refused = 'pods "nopods-trainer-x" is forbidden: error looking up service account ml/robot: serviceaccount "robot" not found'
+    JsonApi(kube.kubeconfig).create(resource_path("v1", "events", namespace), {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "nopods-trainer.1"}, "type": "Warning",
+        "reason": "FailedCreate", "message": f"Error creating: {refused}",
+        "involvedObject": {"kind": "Job", "name": "nopods-trainer", "namespace": namespace, "uid": "job-uid-1"}})
+    reads: list[str] = []
+    real = Kube.failed_create_events
+    monkeypatch.setattr(Kube, "failed_create_events", lambda self, ns, job_uid: reads.append(job_uid) or real(self, ns, job_uid))
+    posted: list[str] = []
+    monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: posted.append(reason))
+    index = {(namespace, "nopods"): [job]}
+
+    memo = status_pass(kube, body, namespace, {}, index)
+    assert reads == [] and memo.failed_create[uid].job_uid == "job-uid-1"
+    assert written(memo, uid).get("reason") != "FailedCreate"
+
+    memo.failed_create[uid] = handlers.EventsWatch("job-uid-1", next_at=0.0)  # due now
+    status_pass(kube, body, namespace, {}, index, memo)
+    assert reads == ["job-uid-1"]
+    assert written(memo, uid)["reason"] == "FailedCreate" and refused in written(memo, uid)["message"]
+    assert "FailedCreate" in posted
+
+    status_pass(kube, body, namespace, {}, index, memo)
+    assert reads == ["job-uid-1"] and written(memo, uid)["reason"] == "FailedCreate"
+
+    job["status"] = {"active": 1}  # its pods came: the watch is dropped
+    status_pass(kube, body, namespace, {}, index, memo)
+    assert uid not in memo.failed_create

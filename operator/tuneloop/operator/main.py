@@ -81,6 +81,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.job_created = {}  # FineTuneJob uid -> when we created its Job, until the index shows it
     memo.restarted = {}  # FineTuneJob uid -> uid of the Job last deleted for a group restart (counted once)
     memo.service_job = {}  # FineTuneJob uid -> uid of the Job its headless Service selects
+    memo.failed_create = {}  # FineTuneJob uid -> EventsWatch of its pod-less Job's FailedCreate Events
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
 
