@@ -68,8 +68,8 @@ def created_finetunejob(kube: Any, name: str) -> tuple[kopf.Body, str]:
     from support.manifests import finetunejob
 
     namespace = kube.create_namespace()
-    manifest = finetunejob()
-    manifest["metadata"] = {"name": name, "namespace": namespace}
+    manifest = finetunejob(name)
+    manifest["metadata"]["namespace"] = namespace
     made = JsonApi(kube.kubeconfig).create(resource_path("tuneloop.dev/v1alpha1", "finetunejobs", namespace), manifest)
     return kopf.Body(made), namespace
 

@@ -222,6 +222,24 @@ class EventsWatch:
         return replace(self, next_at=now + wait, wait=wait, message=message)
 
 
+async def failed_create_message(memo: kopf.Memo, namespace: str, uid: str, job: Mapping[str, Any] | None,
+                                pods: list[Mapping[str, Any]]) -> str | None:
+    """Why the FineTuneJob `uid`'s Job has no pod, from its FailedCreate Events (the pods the API
+    server refused exist only there), read on the EventsWatch schedule; None while it has pods."""
+    if not awaits_first_pods(job, pods):
+        memo.failed_create.pop(uid, None)
+        return None
+    assert job is not None
+    job_uid, clock = job["metadata"]["uid"], time.monotonic()
+    watch = memo.failed_create.get(uid)
+    if watch is None or watch.job_uid != job_uid:
+        watch = memo.failed_create[uid] = EventsWatch.first_seen(job_uid, clock)
+    elif watch.due(clock):
+        events = await asyncio.to_thread(memo.kube.failed_create_events, namespace, job_uid)
+        watch = memo.failed_create[uid] = watch.after_read(clock, events[-1].get("message") if events else None)
+    return watch.message
+
+
 def write_status(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], new: Mapping[str, Any],
                  send: Callable[[dict[str, Any]], None]) -> None:
     """Send what changed (nothing: no API call), then an Event per transition. `send` is
@@ -455,20 +473,7 @@ async def refresh_status(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, 
         elif suspend_out_of_sync(parsed, jobset or job):  # pure check first: no thread hop per pass
             await asyncio.to_thread(sync_suspend, memo.kube, body, parsed, jobset or job)
 
-    failed_create = None
-    if awaits_first_pods(job, pods):
-        # Pods the API server refused exist only as the Job controller's Events on the Job.
-        assert job is not None
-        job_uid, clock = job["metadata"]["uid"], time.monotonic()
-        watch = memo.failed_create.get(uid)
-        if watch is None or watch.job_uid != job_uid:
-            watch = memo.failed_create[uid] = EventsWatch.first_seen(job_uid, clock)
-        elif watch.due(clock):
-            events = await asyncio.to_thread(memo.kube.failed_create_events, namespace, job_uid)
-            watch = memo.failed_create[uid] = watch.after_read(clock, events[-1].get("message") if events else None)
-        failed_create = watch.message
-    else:
-        memo.failed_create.pop(uid, None)
+    failed_create = await failed_create_message(memo, namespace, uid, job, pods)
     new = derive_status(job, pods, spec=parsed, problems=problems, generation=body.metadata.get("generation", 1),
                         previous=current, now=now(), unschedulable_after=config.unschedulable_after, blocked=blocked,
                         failed_create=failed_create, jobset=jobset)
