@@ -37,6 +37,12 @@ POLICY = "guard"
 # of the last successful retrain exists. promtool's unit tests and the export check cover them.
 NOT_LIVE = {"tuneloop_policy_retrains_total", "tuneloop_policy_last_retrain_timestamp_seconds"}
 TRAINERS = "tuneloop-trainer"
+SCRAPE = 0.25  # seconds between scrapes
+# The step of the range queries. A trainer's series live from one scrape to the first failed
+# one, which marks them stale: after the trainer exits, that is the next scrape. One torch
+# thread trains this job in a few seconds, so the window can be under a second (CI once saw
+# every 1 s step miss it while an instant query had caught it); 0.1 s cannot step over a sample.
+STEP = 0.1
 
 
 @pytest.fixture
@@ -44,9 +50,9 @@ def prometheus(operator: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus
     folder = tmp_path / "prometheus"
     folder.mkdir()
     # Scraped every 250 ms: `increase()` in the panels needs two samples of a series, and one
-    # torch thread trains the 160 steps in a few seconds, so 1 s scrapes could miss a checkpoint.
+    # torch thread trains its steps in a few seconds, so 1 s scrapes could miss a checkpoint.
     server = PrometheusServer(folder, static={"tuneloop-operator": [f"127.0.0.1:{operator.metrics_port}"]},
-                              file_sd=[TRAINERS], rule_files=[RULES], interval="250ms")
+                              file_sd=[TRAINERS], rule_files=[RULES], interval=f"{int(SCRAPE * 1000)}ms")
     server.start()
     yield server
     server.stop()
@@ -58,8 +64,8 @@ def job_spec(cluster: Cluster, s3: Any, model: str, train: str, secret: str) -> 
         "model": {"source": model},
         "dataset": {"train": train},
         "output": {"uri": f"s3://{BUCKET}/runs/{cluster.ns}/{JOB}/", "saveEverySteps": 20, "keepLast": 2},
-        # Long enough for many 1s scrapes, with several evaluations and checkpoints in them.
-        "training": {"maxSteps": 160, "evalEverySteps": 20, "batchSize": BATCH_SIZE, "maxSeqLength": 16,
+        # Long enough for several scrapes, with evaluations and checkpoints between them.
+        "training": {"maxSteps": 320, "evalEverySteps": 20, "batchSize": BATCH_SIZE, "maxSeqLength": 16,
                      "learningRate": 3e-3, "seed": 1},
         "resources": {"nodes": 1, "gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
         "storage": {"endpoint": s3.endpoint, "region": "us-east-1", "credentialsSecret": {"name": secret}},
@@ -99,6 +105,15 @@ def metrics_port(cluster: Cluster) -> int | None:
     return None
 
 
+def scrape_report(prometheus: PrometheusServer, start: float, end: float) -> str:
+    """For a failure: how the trainer target's scrapes went, and whose trainer series Prometheus holds."""
+    up = [v for s in prometheus.query_range(f'up{{job="{TRAINERS}"}}', start, end, step=SCRAPE) for _, v in s["values"]]
+    owners = {(s["metric"].get("namespace"), s["metric"].get("job"), s["metric"].get("instance"))
+              for s in prometheus.query_range("tuneloop_trainer_data_rows", start, end, step=STEP)}
+    return (f"\ntrainer target scrapes (up over the run, every {SCRAPE}s): {up.count('1')} ok, {up.count('0')} failed"
+            f"\ntrainer series held, as (namespace, job, instance): {sorted(owners, key=str)}")
+
+
 def as_grafana_would(expr: str, namespace: str) -> str:
     """The dashboard's variables as Grafana substitutes them for one namespace and job (names hold no regex metacharacters)."""
     return (expr.replace("$__rate_interval", "5s").replace("$namespace", namespace).replace("$job", JOB)
@@ -119,9 +134,11 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cl
     port = wait_for(lambda: metrics_port(cluster), timeout=TRAIN_TIMEOUT, what="a running training pod")
     prometheus.set_targets(TRAINERS, [f"127.0.0.1:{port}"])
     # Scraped while it trains: an evaluation and a checkpoint have landed in Prometheus.
-    wait_for(lambda: prometheus.query("tuneloop_trainer_eval_loss") and prometheus.query("tuneloop_trainer_checkpoint_bytes"),
+    def seen(metric: str) -> list[dict]:
+        return prometheus.query_range(f'{metric}{{namespace="{cluster.ns}", job="{JOB}"}}', started, time.time(), step=STEP)
+    wait_for(lambda: seen("tuneloop_trainer_eval_loss") and seen("tuneloop_trainer_checkpoint_bytes"),
              timeout=TRAIN_TIMEOUT, interval=0.5, what="the trainer's eval loss and checkpoint size in Prometheus")
-    # Twice the full loop's margin: on a shared, busy machine the trainer's 160 steps alone can take a minute.
+    # Twice the full loop's margin: on a shared, busy machine the trainer's steps alone can take a minute.
     cluster.wait_phase(JOB, "Succeeded", timeout=2 * TRAIN_TIMEOUT)
     wait_for(lambda: policy_ready(cluster) and prometheus.query(f'tuneloop_policy_watched_value{{policy="{POLICY}"}}'),
              timeout=30, interval=0.5, what="the policy Ready and its watched value in Prometheus")
@@ -132,12 +149,12 @@ def test_every_dashboard_query_returns_data_and_every_rule_evaluates(cluster: Cl
     for title, expr in dashboard_queries():
         if metric_names(expr) <= NOT_LIVE:
             continue
-        series = prometheus.query_range(as_grafana_would(expr, cluster.ns), started, end)
+        series = prometheus.query_range(as_grafana_would(expr, cluster.ns), started, end, step=STEP)
         if not series and not (metric_names(expr) <= GPU_ONLY and not torch.cuda.is_available()):
             empty.append(f"{title}: {expr}")
-    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty) + scrape_report(prometheus, started, end)
     assert {s["metric"]["reason"] for s in prometheus.query_range(
-        f'tuneloop_trainer_data_rows_dropped{{job="{JOB}"}}', started, end)} >= {"duplicate", "empty"}
+        f'tuneloop_trainer_data_rows_dropped{{job="{JOB}"}}', started, end, step=STEP)} >= {"duplicate", "empty"}
 
     for name, query in variable_queries():
         metric, label = re.fullmatch(r"label_values\((.+), (\w+)\)", query).groups()
