@@ -55,6 +55,7 @@ def test_two_replicas_one_active_then_failover(cluster: Cluster, kubeconfig: str
         cluster.wait_phase("ha", "Running")
         assert "Resuming operations" not in standby.log()
         assert "ha-trainer" not in standby.log()  # the standby did nothing
+        cluster.wait_events("ha", {"Created", "Started"})  # posted from a queue the stop would drop
 
         leader.stop()  # a graceful exit drops its peering record at once
         wait_for(lambda: "Resuming operations" in standby.log(), what="the standby to take over")

@@ -78,6 +78,8 @@ def test_search_prunes_survives_a_restart_and_ends_with_the_best_trial(
     succeed(cluster, t0, "search-t0-trainer-0-a", output, 0, 0.30)
     wait_for(lambda: trials_table(cluster).get(0, {}).get("state") == "Complete", what="trial 0 complete")
     t2 = cluster.wait_job("search-t2-trainer")
+    # kopf posts Events from a queue that a stop drops: the three TrialStarted are out first.
+    wait_for(lambda: cluster.event_reasons("search").count("TrialStarted") == 3, what="three TrialStarted Events")
 
     # The operator restarts: the study is rebuilt from its ConfigMap, nothing asked again.
     operator.stop()
@@ -99,6 +101,7 @@ def test_search_prunes_survives_a_restart_and_ends_with_the_best_trial(
         cluster.job_status(t2, active=1, ready=1)
         succeed(cluster, t2, "search-t2-trainer-0-a", output, 2, 0.20)
         status = cluster.wait_phase("search", "Succeeded", timeout=20)
+        reasons = cluster.wait_events("search", {"TrialPruned", "Succeeded"})  # before the stop drops them
     finally:
         restarted.stop()
 
@@ -113,8 +116,7 @@ def test_search_prunes_survives_a_restart_and_ends_with_the_best_trial(
     records = json.loads(cluster.config_map("search-study")["data"]["trials.json"])
     assert [r["state"] for r in records] == ["Complete", "Pruned", "Complete"]
     assert records[0]["intermediate"] == {"5": 0.35, "10": 0.3}  # scraped, then the final value at the final step
-    reasons = cluster.wait_events("search", {"Succeeded"})
-    assert reasons.count("TrialStarted") == 3 and "TrialPruned" in reasons and "Succeeded" in reasons
+    assert reasons.count("TrialStarted") == 3
 
     if KUBECTL:  # `kubectl get ftj` prints the Trials column
         out = subprocess.run([KUBECTL, "--kubeconfig", kubeconfig, "get", "ftj", "-n", cluster.ns], capture_output=True,
