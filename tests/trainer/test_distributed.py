@@ -95,3 +95,22 @@ def test_evaluate_only_on_fewer_rows_than_processes(tiny_llama: Path, tmp_path: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(results.read_text())
     assert found["rows"] == 1 and found["metrics"]["eval_loss"] > 0
+
+
+def test_a_torchrun_worker_exits_with_its_code_and_every_line_but_no_finalization(trainer_env: dict[str, str]) -> None:
+    """`exit_worker` skips Python's finalization (where gloo's thread could abort the process,
+    see its docstring) but keeps the exit code and what was printed to the pipes."""
+    script = ("import atexit, sys; from tuneloop.trainer.cli import exit_worker; "
+              "atexit.register(print, 'finalized'); print('result line'); print('a warning', file=sys.stderr); exit_worker(3)")
+    buffered = {k: v for k, v in trainer_env.items() if k != "PYTHONUNBUFFERED"}  # so a missing flush would lose the line
+    proc = subprocess.run([sys.executable, "-c", script], env=buffered, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "result line\n", "a warning\n")
+
+
+def test_the_worker_entry_point_keeps_the_exit_code_and_the_error_line(tmp_path: Path, trainer_env: dict[str, str]) -> None:
+    """`python -m tuneloop.trainer.cli`, as torchrun starts each worker, leaves through `exit_worker`."""
+    for env in (trainer_env, {**trainer_env, "TORCHELASTIC_RUN_ID": "test"}):
+        proc = subprocess.run([sys.executable, "-m", "tuneloop.trainer.cli", "--config", str(tmp_path / "missing.yaml")],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("tuneloop-train: error: cannot read config"), proc.stderr
