@@ -73,25 +73,25 @@ class Cluster:
     def condition(self, name: str, type_: str) -> dict:
         return next(c for c in self.status(name).get("conditions", []) if c["type"] == type_)
 
-    def events(self, name: str) -> list[dict]:
+    def events(self, name: str, kind: str = "FineTuneJob") -> list[dict]:
         events = self.api.list(resource_path("v1", "events", self.ns))
         return [e for e in events if (e.get("involvedObject") or {}).get("name") == name
-                and (e.get("involvedObject") or {}).get("kind") == "FineTuneJob"]
+                and (e.get("involvedObject") or {}).get("kind") == kind]
 
-    def event_reasons(self, name: str) -> list[str]:
-        return [e["reason"] for e in sorted(self.events(name), key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")]
+    def event_reasons(self, name: str, kind: str = "FineTuneJob") -> list[str]:
+        return [e["reason"] for e in sorted(self.events(name, kind), key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")]
 
     def wait_event(self, name: str, reason: str, timeout: float = 10) -> dict:
         return wait_for(lambda: next((e for e in self.events(name) if e["reason"] == reason), None), timeout=timeout,
                         what=f"a {reason} event for {name}")
 
-    def wait_events(self, name: str, reasons: set[str], timeout: float = 10) -> list[str]:
-        """Every reason in `reasons` among the Events of `name`: kopf posts an Event after the
-        status write it reports, so a test that saw the phase may be ahead of the Event."""
+    def wait_events(self, name: str, reasons: set[str], timeout: float = 10, kind: str = "FineTuneJob") -> list[str]:
+        """Every reason in `reasons` among the Events of the `kind` `name`: kopf posts an Event after
+        the status write it reports, so a test that saw the phase may be ahead of the Event."""
         def probe() -> list[str] | None:
-            seen = self.event_reasons(name)
+            seen = self.event_reasons(name, kind)
             return seen if reasons <= set(seen) else None
-        return wait_for(probe, timeout=timeout, what=f"events {sorted(reasons)} for {name}")
+        return wait_for(probe, timeout=timeout, what=f"events {sorted(reasons)} for {kind} {name}")
 
     # Children
     def job(self, name: str) -> dict | None:

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.plays_controllers, pytest.mark.slow,
 
 LOOP_TIMEOUT = 180  # train (torch start dominates) + one evaluation run, on 2 busy cores
 MPOL_API = "tuneloop.dev/v1alpha1"
+POLICY = "MaintenancePolicy"  # the involvedObject kind of a policy's Events
 KSERVE_CRD = schemaless_crd("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices")
 
 
@@ -199,20 +200,6 @@ def revisions(cluster: Cluster, name: str) -> list[str]:
     return sorted(f["metadata"]["name"] for f in items)
 
 
-def policy_events(cluster: Cluster, name: str) -> list[dict]:
-    events = cluster.api.list(resource_path("v1", "events", cluster.ns))
-    return [e for e in events if (e.get("involvedObject") or {}).get("kind") == "MaintenancePolicy"
-            and e["involvedObject"]["name"] == name]
-
-
-def policy_reasons(cluster: Cluster, name: str, reasons: set[str]) -> set[str]:
-    """Waits until every reason in `reasons` is among the policy's Events (kopf posts them after the status write)."""
-    def probe() -> set[str] | None:
-        seen = {e["reason"] for e in policy_events(cluster, name)}
-        return seen if reasons <= seen else None
-    return wait_for(probe, timeout=10, what=f"events {sorted(reasons)} for policy {name}")
-
-
 def wait_verdict(cluster: Cluster, name: str, revision: str, timeout: float = LOOP_TIMEOUT) -> dict:
     def probe() -> dict | None:
         entry = next((h for h in mpol_status(cluster, name).get("history") or () if h["revision"] == revision), None)
@@ -276,7 +263,7 @@ def test_degraded_metric_retrains_gates_and_promotes_to_a_kserve_field_surviving
     # The operator dies while r1 trains, and comes back. kopf posts Events from an in-memory
     # queue that dies with it: the two of the trigger are out before the kill.
     cluster.wait_phase("router-r1", "Running", timeout=60)
-    policy_reasons(cluster, "router", {"DegradationDetected", "RetrainTriggered"})
+    cluster.wait_events("router", {"DegradationDetected", "RetrainTriggered"}, kind=POLICY)
     policy_operator.kill()
     policy_operator.start()
 
@@ -296,8 +283,8 @@ def test_degraded_metric_retrains_gates_and_promotes_to_a_kserve_field_surviving
     wait_for(lambda: "cooldown" in condition(mpol_status(cluster, "router"), "Ready").get("message", ""), timeout=20,
              what="the cooldown named in Ready")
     assert revisions(cluster, "router") == ["router-r1"]  # no duplicate retrain across the restart
-    policy_reasons(cluster, "router", {"DegradationDetected", "RetrainTriggered", "ModelPromoted"})
-    assert [e for e in policy_events(cluster, "router") if e["reason"] == "RetrainTriggered"][0].get("count", 1) == 1
+    cluster.wait_events("router", {"DegradationDetected", "RetrainTriggered", "ModelPromoted"}, kind=POLICY)
+    assert [e for e in cluster.events("router", kind=POLICY) if e["reason"] == "RetrainTriggered"][0].get("count", 1) == 1
     exported = policy_operator.metrics()
     assert 'tuneloop_policy_champion_revision{namespace="%s",policy="router"} 1.0' % cluster.ns in exported
     assert 'tuneloop_policy_threshold{namespace="%s",policy="router"} 0.8' % cluster.ns in exported
@@ -342,8 +329,8 @@ def test_worse_challenger_is_rejected_configmap_keeps_the_champion_and_pinning_r
     status = mpol_status(cluster, "tickets")
     assert status["champion"]["revision"] == "r1"
     assert cluster.config_map("serving")["data"]["modelURI"] == r1_model
-    policy_reasons(cluster, "tickets", {"ChallengerRejected"})
-    rejected = [e for e in policy_events(cluster, "tickets") if e["reason"] == "ChallengerRejected"]
+    cluster.wait_events("tickets", {"ChallengerRejected"}, kind=POLICY)
+    rejected = [e for e in cluster.events("tickets", kind=POLICY) if e["reason"] == "ChallengerRejected"]
     assert rejected and f"{r2['metric']:.4f}" in rejected[0]["message"] and f"{r2['championMetric']:.4f}" in rejected[0]["message"]
     time.sleep(2)
     assert revisions(cluster, "tickets") == ["tickets-r1", "tickets-r2"]  # the same annotation value: once
@@ -354,7 +341,7 @@ def test_worse_challenger_is_rejected_configmap_keeps_the_champion_and_pinning_r
     wait_for(lambda: cluster.config_map("serving")["data"]["modelURI"] == r2_model, timeout=20, what="the pinned model published")
     status = mpol_status(cluster, "tickets")
     assert status["champion"]["revision"] == "r2" and condition(status, "Ready")["reason"] == "Pinned"
-    policy_reasons(cluster, "tickets", {"RolledBack"})
+    cluster.wait_events("tickets", {"RolledBack"}, kind=POLICY)
 
 
 def test_new_objects_in_s3_fire_new_data_through_a_short_job(cluster: Cluster, policy_operator: OperatorProcess,
